@@ -20,6 +20,7 @@ from hwnas.errors import HwnasError
 
 # name -> "module:attribute" of a click command or group
 _COMMANDS = {
+    "demo": "hwnas.cli.demo_cmd:demo",
     "space": "hwnas.cli.space_cmd:space",
 }
 
