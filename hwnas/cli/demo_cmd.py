@@ -5,30 +5,83 @@ import time
 
 import click
 
-from hwnas.cli._common import human
+from hwnas.cli._common import echo_json, human, json_option
 
 
 @click.command()
-@click.option("--space", default="tiny", show_default=True, help="Search space.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-def demo(space, seed):
-    """Run as much of profile -> predictor -> search -> export as is built, on the CPU."""
-    import numpy as np
-    import onnxruntime as ort
+@click.option("--out", default=None, help="Run folder (default: runs/demo-<date>-<time>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (profiling and search pick up where they stopped).")
+@click.option("--quick", is_flag=True, help="Skip profiling: use the shipped CPU latency dataset (data/latency/).")
+@click.option("--num-archs", default=300, show_default=True, type=click.IntRange(min=10), help="Archs to profile.")
+@click.option("--latency-budget", default=None, help="Latency budget, e.g. 0.2ms (default: the 30th percentile "
+              "of the measured latencies).")
+@click.option("--strategy", default="fpnas", show_default=True, help="Search strategy (fpnas, parsec, random).")
+@click.option("--search-epochs", default=6, show_default=True, type=click.IntRange(min=2), help="Supernet epochs, warm-up included.")
+@click.option("--export-epochs", default=5, show_default=True, type=click.IntRange(min=0), help="Stand-alone training epochs of the winner.")
+@click.option("--limit", default=None, type=click.IntRange(min=50), help="Use only this many images (a quick look).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of every stage.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="torch threads for training.")
+@json_option
+def demo(out, resume, quick, num_archs, latency_budget, strategy, search_epochs, export_epochs, limit, seed,
+         threads, as_json):
+    """Run profile -> predictor -> search -> export on the embedded defaults.
 
-    from hwnas.cost import arch_cost
-    from hwnas.profiling.onnx_graph import arch_to_onnx
-    from hwnas.space import get_space
+    On a machine with no GPU and no datasets: profiles the `tiny` space on the CPU with ONNX
+    Runtime, trains an MLP latency predictor and prints its held-out error, picks a latency
+    budget inside the measured range, runs the FP-NAS search on scikit-learn's digits
+    (upscaled to 32x32), trains and exports the winner to ONNX, verifies it and measures it.
+    Every stage's output stays in one run folder.
+    """
+    import contextlib
 
-    sp = get_space(space)
-    arch = sp.sample(seed)
-    t0 = time.perf_counter()
-    proto = arch_to_onnx(sp, arch)
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    res = sp.resolution(arch)
-    out = sess.run(None, {"input": np.zeros((1, 3, res, res), np.float32)})[0]
-    cost = arch_cost(sp, arch)
-    click.echo(f"{sp.name}: {sp.size_str()} archs; sampled {arch}: FLOPs {human(cost.flops)}, "
-               f"params {human(cost.params)}; ONNX built and run in ORT ({out.shape}) in "
-               f"{time.perf_counter() - t0:.2f} s")
-    click.echo("not built yet: profile, predictor, search, export (see README)")
+    from hwnas.cli._progress import CampaignBar, ExportBar, SearchBar
+    from hwnas.pipeline import PipelineConfig, run_pipeline
+    from hwnas.search import parse_latency_ms
+
+    config = PipelineConfig(
+        out=out or time.strftime("runs/demo-%Y%m%d-%H%M%S"), quick=quick, num_archs=num_archs,
+        latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget), strategy=strategy, search_epochs=search_epochs,
+        export_epochs=export_epochs, limit=limit, seed=seed, threads=threads, resume=resume,
+    )
+    if as_json:
+        return echo_json(run_pipeline(config).to_dict())
+    from rich.console import Console
+
+    con = Console(stderr=True)
+    con.print(f"[bold]hwnas demo[/] -> {config.out}")
+    bars = {"profile": CampaignBar(num_archs), "search": SearchBar(search_epochs, strategy), "export": ExportBar()}
+
+    def on_stage(stage: str, message: str) -> None:
+        if stage in bars:  # one live display at a time: a stage's bar ends with the stage
+            bars[stage].stop()
+        con.print(f"[green]{stage:>9}[/] {message}")
+
+    with contextlib.ExitStack() as stack:
+        for bar in bars.values():
+            stack.enter_context(bar)
+        res = run_pipeline(config, hooks={"profile": bars["profile"].row, "search": bars["search"],
+                                          "export": bars["export"]}, on_stage=on_stage)
+    _summary(res)
+
+
+def _summary(res) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ms = lambda v: "-" if v is None else f"{v:.4f} ms"  # noqa: E731
+    t = Table(title=f"hwnas demo: {res.out}")
+    t.add_column("")
+    t.add_column("value", overflow="fold")
+    t.add_row("latency budget", f"{ms(res.latency_budget_ms)} ({res.budget_source})")
+    t.add_row("architecture", str(res.arch))
+    t.add_row("predicted latency", ms(res.predicted_latency_ms))
+    verdict = {True: "[green]within budget[/]", False: "[red]over budget[/]", None: ""}[res.within_budget]
+    t.add_row("measured latency", f"{ms(res.measured_latency_ms)} {verdict}")
+    t.add_row("accuracy (val, torch / ONNX)", f"{res.accuracy:.3f} / {res.onnx_accuracy:.3f}")
+    t.add_row("FLOPs (multiply-adds) / params", f"{human(res.flops)} / {human(res.params)}")
+    m = res.predictor_metrics
+    t.add_row("predictor held-out", f"within 10% {100 * m['within_10']:.1f}%, Kendall tau {m['kendall_tau']:.3f}")
+    t.add_row("archs profiled / sampled by search", f"{res.archs_measured} / {res.archs_sampled}")
+    t.add_row("time per stage", ", ".join(f"{k} {v:.0f} s" for k, v in res.stage_seconds.items()))
+    t.add_row("model", str(res.onnx_path))
+    Console().print(t)

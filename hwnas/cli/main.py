@@ -22,6 +22,12 @@ from hwnas.errors import HwnasError
 _COMMANDS = {
     "demo": "hwnas.cli.demo_cmd:demo",
     "space": "hwnas.cli.space_cmd:space",
+    "search": "hwnas.cli.search_cmd:search",
+    "profile": "hwnas.cli.profile_cmd:profile",
+    "data": "hwnas.cli.data_cmd:data",
+    "predictor": "hwnas.cli.predictor_cmd:predictor",
+    "export": "hwnas.cli.export_cmd:export",
+    "evaluate": "hwnas.cli.export_cmd:evaluate",
 }
 
 

@@ -1,0 +1,120 @@
+"""``hwnas profile``: measure real latencies of sampled archs into a SQLite store."""
+from __future__ import annotations
+
+import click
+
+from hwnas.cli._common import echo_json, json_option
+from hwnas.cli._progress import CampaignBar
+
+
+@click.command("profile")
+@click.option("--space", default="tiny", show_default=True, help="Search space name.")
+@click.option("--num-archs", "-n", type=int, default=100, show_default=True,
+              help="New archs to measure (an interrupted run with the same options resumes instead).")
+@click.option("--db", required=True, type=click.Path(dir_okay=False), help="SQLite latency database.")
+@click.option("--ep", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="ONNX Runtime execution provider.")
+@click.option("--trt-cache", type=click.Path(file_okay=False), default=None,
+              help="TensorRT engine cache directory [default: ~/.cache/hwnas/trt].")
+@click.option("--allow-fallback", is_flag=True, help="If the GPU provider cannot load, measure on CPU (recorded).")
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--resolution", type=int, default=None, help="Input resolution (default: the space's first).")
+@click.option("--threads", type=int, default=1, show_default=True, help="intra_op_num_threads.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs (discarded).")
+@click.option("--runs", type=int, default=None, help="Timed runs per arch [default: 50].")
+@click.option("--time-budget", type=float, default=None, help="Seconds of timed runs per arch (instead of --runs).")
+@click.option("--sampler", type=click.Choice(["stratified", "uniform"]), default="stratified", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS", help="Run measurements on Ray.")
+@click.option("--layers", is_flag=True, help="Also measure every (layer, op, input channels) alone (lookup table).")
+@click.option("--active", is_flag=True, help="Pick archs the predictor is least sure of (needs --predictor).")
+@click.option("--predictor", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Saved predictor for --active.")
+@json_option
+def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, resolution, threads, warmup, runs, time_budget,
+            sampler, seed, ray_address, layers, active, predictor, as_json):
+    """Measure ONNX Runtime latency of NUM_ARCHS new archs of SPACE into DB.
+
+    \b
+    Each arch: build -> ONNX -> fresh session -> warm-up -> timed runs -> one committed row
+    (median, mean, std, p10, p90, the device fingerprint).  Ctrl-C stops after the current
+    arch; the same command resumes.
+    """
+    from hwnas.profiling.campaign import CampaignConfig
+    from hwnas.profiling.store import LatencyStore
+
+    if runs is not None and time_budget is not None:
+        raise click.UsageError("give --runs or --time-budget, not both")
+    if active and predictor is None:
+        raise click.UsageError("--active needs --predictor FILE")
+    if runs is None and time_budget is None:
+        runs = 50
+    cfg = CampaignConfig(space=space, num_archs=num_archs, ep=ep, allow_fallback=allow_fallback,
+                         batch_size=batch_size, resolution=resolution, threads=threads, warmup=warmup,
+                         runs=runs, time_budget_s=time_budget, sampler=sampler, seed=seed,
+                         active_predictor=predictor if active else None, trt_cache_dir=trt_cache)
+    store = LatencyStore(db)
+    try:
+        layer_rows = _run_layers(store, cfg, as_json) if layers else None
+        res = _run(store, cfg, ray_address, as_json)
+    finally:
+        store.close()
+    _report(res, cfg, db, layer_rows, as_json)
+
+
+def _run(store, cfg, ray_address, as_json):
+    from hwnas.profiling.campaign import run_campaign
+
+    if as_json:
+        return run_campaign(store, cfg, ray_address=ray_address)
+    with CampaignBar(cfg.num_archs) as bar:
+        return run_campaign(store, cfg, ray_address=ray_address, on_row=bar.row)
+
+
+def _run_layers(store, cfg, as_json):
+    from hwnas.profiling.layers import profile_layers
+
+    if as_json:
+        return profile_layers(store, cfg)
+    with CampaignBar(None, label="layers") as bar:
+        return profile_layers(store, cfg, on_row=bar.layer)
+
+
+def _report(res, cfg, db, layer_rows, as_json):
+    import shlex
+    import sys
+
+    out = {"campaign": res.campaign_id, "device_id": res.device_id, "planned": res.planned,
+           "measured": res.measured, "errors": res.errors, "skipped_already_stored": res.skipped,
+           "resumed": res.resumed, "interrupted": res.interrupted, "wall_s": round(res.wall_s, 3),
+           "archs_per_min": round(60 * res.measured / res.wall_s, 2) if res.wall_s else None,
+           "overhead_share": round(res.overhead_share, 4), "db": str(db)}
+    if layer_rows is not None:
+        out["layer_rows_written"] = layer_rows
+    ok = [r["median_ms"] for r in res.rows if r["status"] == "ok"]
+    if ok:
+        out.update(min_ms=min(ok), median_of_medians_ms=sorted(ok)[len(ok) // 2], max_ms=max(ok))
+    resume = "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if as_json:
+        out["resume_command"] = resume if res.interrupted else None
+        echo_json(out)
+    else:
+        _table(out, cfg, res)
+    if res.interrupted:
+        click.echo(f"stopped early; {res.planned - res.skipped - res.measured} archs left. "
+                   f"Resume with the same command:\n  {resume}", err=True)
+        sys.exit(130)
+
+
+def _table(out, cfg, res):
+    """The final table."""
+    from rich.table import Table
+
+    from hwnas.cli._common import console
+
+    t = Table(title=f"hwnas profile: {cfg.space} on {res.device_id}")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for k, v in out.items():
+        t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console().print(t)

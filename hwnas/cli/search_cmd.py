@@ -1,0 +1,94 @@
+"""``hwnas search``: FP-NAS (or PARSEC / random) under a latency or FLOPs budget.
+
+Thin: parses the options into a ``SearchConfig``, runs ``hwnas.search.run_search`` with a
+rich progress bar, and prints a summary table (or ``--json``).
+"""
+from __future__ import annotations
+
+import click
+
+from hwnas.cli._common import echo_json, human, json_option
+from hwnas.cli._progress import SearchBar
+
+
+@click.command("search")
+@click.option("--space", default="tiny", show_default=True, help="Search space name or YAML file.")
+@click.option("--strategy", default="fpnas", show_default=True, help="fpnas | parsec | random.")
+@click.option("--latency-budget", "latency_budget", help="Predicted-latency budget: '2ms', '2.5' (ms), '500us'. Needs --predictor.")
+@click.option("--flops-budget", "flops_budget", help="FLOPs (multiply-adds) budget: '300M', '1.5G', '20K'.")
+@click.option("--penalty", type=click.Choice(["hinge", "mnas", "differentiable"]), default="hinge", show_default=True,
+              help="hinge: FP-NAS hinge-linear reward penalty; mnas: acc*(c/T)^w; "
+                   "differentiable: expected cost of the distribution added to its loss.")
+@click.option("--penalty-weight", type=float, default=2.0, show_default=True,
+              help="beta of the hinge penalty / mu of the differentiable penalty.")
+@click.option("--predictor", type=click.Path(dir_okay=False), help="Latency predictor file (.hwp) from `hwnas predictor`.")
+@click.option("--force", is_flag=True, help="Use the predictor even if it was trained for another space/device.")
+@click.option("--dataset", default="digits", show_default=True, help="digits | cifar10:DIR | imagefolder:DIR.")
+@click.option("--limit", type=int, help="Use at most this many images (train + val) for a quick run.")
+@click.option("--epochs", type=int, default=4, show_default=True, help="Total epochs, warm-up included.")
+@click.option("--warmup-epochs", type=int, default=1, show_default=True, help="Epochs of uniform path sampling first.")
+@click.option("--samples", "samples_per_step", type=int, default=8, show_default=True,
+              help="Archs per step (PARSEC's K; FP-NAS's K at the start).")
+@click.option("--train-paths", type=int, default=1, show_default=True,
+              help="Sampled paths trained per supernet step (0: all K, as PARSEC).")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--reward", type=click.Choice(["loss", "acc"]), default="loss", show_default=True,
+              help="Reward of a sampled arch on a validation batch: -loss or accuracy.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="torch CPU threads (0: torch's default; small per-path convs run best on one).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory, e.g. runs/NAME.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@json_option
+def search(space, strategy, latency_budget, flops_budget, penalty, penalty_weight, predictor, force, dataset, limit,
+           epochs, warmup_epochs, samples_per_step, train_paths, batch_size, reward, seed, threads, out, resume, as_json):
+    """Search the most accurate architecture within a latency or FLOPs budget.
+
+    \b
+    Examples:
+      hwnas search --space tiny --flops-budget 4M --epochs 3 --out runs/f4m
+      hwnas search --strategy fpnas --latency-budget 2ms --predictor pred.hwp --out runs/l2
+      hwnas search --out runs/l2 --latency-budget 2ms --predictor pred.hwp --epochs 6 --resume
+    """
+    from hwnas.search import SearchConfig, parse_flops, parse_latency_ms, run_search
+
+    config = SearchConfig(
+        space=space, strategy=strategy, dataset=dataset, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed,
+        out=out, latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
+        flops_budget=None if flops_budget is None else parse_flops(flops_budget), penalty=penalty,
+        penalty_weight=penalty_weight, predictor=predictor, force=force, reward=reward,
+        samples_per_step=samples_per_step, train_paths=train_paths, batch_size=batch_size, limit=limit,
+        threads=threads, resume=resume,
+    )
+    if as_json:
+        result = run_search(config)
+        return echo_json(result.to_dict())
+    with SearchBar(epochs, strategy) as bar:
+        result = run_search(config, progress=bar)
+    _summary(result)
+
+
+def _summary(r) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"hwnas search: {r.strategy} on {r.space}", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    t.add_row("arch", r.arch)
+    t.add_row("resolution", str(r.resolution))
+    if r.latency_budget_ms is not None:
+        t.add_row("latency budget", f"{r.latency_budget_ms:.4g} ms")
+    if r.flops_budget is not None:
+        t.add_row("FLOPs budget", human(r.flops_budget))
+    if r.predicted_latency_ms is not None:
+        t.add_row("predicted latency", f"{r.predicted_latency_ms:.4g} ms")
+    t.add_row("FLOPs", human(r.flops))
+    t.add_row("params", human(r.params))
+    if r.budget_margin is not None:
+        t.add_row("inside budget by", f"{100 * r.budget_margin:.1f}%")
+    t.add_row("supernet val acc", f"{r.supernet_val_acc:.4f}")
+    t.add_row("archs sampled", str(r.archs_sampled))
+    t.add_row("wall time", f"{r.wall_time_s:.1f} s")
+    t.add_row("run dir", str(r.out))
+    Console().print(t)

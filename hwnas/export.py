@@ -1,0 +1,716 @@
+"""Ship a searched architecture: train it, export ONNX, verify parity and latency.
+
+Why this step exists: a search's answer is a *prediction* (predicted latency, supernet
+accuracy).  It is only worth something once the stand-alone network runs where it is
+deployed at the latency promised.  So the export does what the NAS papers do after the
+search (FBNet, Wu et al. 2019, Sec. 4.1: train the sampled architecture from scratch; or
+Once-for-All, Cai et al. 2020, Sec. 3.3: inherit the supernet weights and fine-tune) and
+then checks, instead of assuming:
+
+1. ``onnx.checker`` on the emitted graph (opset stated, BN folded into convs by
+   ``hwnas.profiling.onnx_graph.network_to_onnx``);
+2. numeric parity: ONNX Runtime logits against torch logits on real validation images,
+   max abs difference and top-1 agreement; a difference beyond
+   ``atol + rtol * max|logit|`` is an error, not a warning;
+3. measured latency with the same runner the predictor was trained from
+   (``hwnas.profiling.runner.measure``), reported beside the prediction and the budget;
+   ``within_budget`` is reported, never hidden.
+
+Everything lands in a model card (``model.json`` beside ``model.onnx``) and in the ONNX
+``metadata_props`` so that ``evaluate_onnx`` can later find the resolution, dataset
+split and classes without any side file.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from hwnas import __version__
+from hwnas.errors import HwnasError, ProfilingError, valid_list
+from hwnas.train import EpochStats, TrainConfig, TrainProgress
+
+log = logging.getLogger(__name__)
+
+EPS = ("cpu", "cuda", "tensorrt")
+CARD_SCHEMA = 1
+# metadata_props keys written into the ONNX model (all values are strings)
+META_KEYS = ("hwnas_version", "arch", "space", "dataset", "accuracy", "resolution", "num_classes",
+             "data_seed", "val_fraction", "data_limit", "opset", "input_name", "output_name", "mean", "std")
+
+
+__all__ = ["ExportConfig", "ExportError", "ExportProgress", "ExportResult", "ParityReport", "check_parity",
+           "evaluate_onnx", "export_arch", "ort_logits", "ort_session", "read_metadata", "read_run"]
+
+
+class ExportError(HwnasError):
+    """An export that cannot run as asked (bad run folder, output path, parity failure)."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything ``export_arch`` needs; saved into the model card as given.
+
+    Either ``run_dir`` (a ``hwnas search`` output holding ``result.json``) or ``arch``
+    (with ``space``, default ``tiny``) names the architecture, never both.
+    """
+
+    out: str | Path
+    run_dir: str | Path | None = None
+    space: str | None = None
+    arch: str | None = None
+    dataset: str | None = None  # None: the run's dataset, else "digits"
+    limit: int | None = None  # use only this many images of the dataset (tests, dry runs)
+    val_fraction: float = 0.2
+    data_seed: int | None = None  # split seed; None: the run's seed (same split as the search), else 0
+    resolution: int | None = None  # None: the run's / the space's default
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float | None = None  # None: hwnas.train.DEFAULT_LR (x0.2 when fine-tuning from the supernet)
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    seed: int = 0
+    train_threads: int | None = None  # torch intra-op threads while training (None: torch's default)
+    from_supernet: bool = False
+    bn_calibration_batches: int = 20  # supernet weights: BN statistics re-estimated on this many batches
+    ep: str = "cpu"
+    allow_fallback: bool = False
+    threads: int = 1
+    latency_warmup: int = 10
+    latency_runs: int = 50
+    measure_latency: bool = True
+    dynamic_batch: bool = False
+    opset: int = 17
+    latency_budget_ms: float | None = None  # None: the run's budget
+    predictor: str | Path | None = None  # predictor file, used when the run has no prediction
+    parity_atol: float = 1e-4
+    parity_rtol: float = 1e-3
+    parity_images: int | None = None  # None: every validation image
+    overwrite: bool = True
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """ONNX Runtime against torch on the same validation images."""
+
+    ep: str  # requested
+    ep_used: str
+    images: int
+    max_abs_diff: float
+    tolerance: float
+    top1_agreement: float  # fraction of images where both pick the same class
+    onnx_accuracy: float  # top-1 accuracy of the ONNX outputs on those images
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ExportProgress:
+    """A progress event for a UI: ``stage`` is one of STAGES; ``train`` is set in 'train'."""
+
+    stage: str
+    message: str
+    train: TrainProgress | None = None
+
+
+STAGES = ("resolve", "data", "train", "onnx", "parity", "latency", "done")
+ExportProgressFn = Callable[[ExportProgress], None]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    onnx_path: str
+    card_path: str
+    space: str
+    arch: str
+    dataset: str
+    resolution: int
+    num_classes: int
+    accuracy: float  # torch top-1 on the validation split, exported weights
+    history: tuple[EpochStats, ...]
+    parity: ParityReport  # on the CPU EP (the reference numerics)
+    ep_parity: ParityReport | None  # on the requested EP when it is not the CPU
+    latency: dict | None  # hwnas.profiling.runner.Measurement.to_dict()
+    measured_latency_ms: float | None  # median
+    predicted_latency_ms: float | None
+    latency_budget_ms: float | None
+    within_budget: bool | None  # measured median <= budget (None: no budget or not measured)
+    flops_budget: float | None  # the run's FLOPs budget (multiply-adds), if it searched under one
+    flops: int
+    params: int
+    opset: int
+    dynamic_batch: bool
+    fingerprint: dict | None
+    wall_time_s: float
+    card: dict = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return _jsonable(asdict(self))
+
+
+# --------------------------------------------------------------------------- resolving
+@dataclass(frozen=True)
+class _Target:
+    space: object  # SearchSpace
+    arch: object  # Arch
+    resolution: int
+    dataset: str
+    data_seed: int
+    limit: int | None
+    run: dict | None
+    run_dir: Path | None
+
+
+def read_run(run_dir: str | Path) -> dict:
+    """The ``result.json`` of a search run folder, checked for the keys export needs."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ExportError(f"run folder {str(run_dir)!r} does not exist (expected a 'hwnas search --out' folder)")
+    path = run_dir / "result.json"
+    if not path.is_file():
+        present = sorted(p.name for p in run_dir.iterdir())[:10]
+        raise ExportError(f"run folder {str(run_dir)!r} has no result.json (a finished 'hwnas search' writes it); "
+                          f"found: {valid_list(present) or 'nothing'}")
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f"cannot read {path}: {e}") from None
+    missing = [k for k in ("space", "arch") if not isinstance(result, dict) or k not in result]
+    if missing:
+        raise ExportError(f"{path} lacks the key(s) {valid_list(missing)}; it is not a search result")
+    return result
+
+
+def _resolve(cfg: ExportConfig) -> _Target:
+    from hwnas.errors import SpaceError
+    from hwnas.space import get_space
+
+    if cfg.run_dir is not None and cfg.arch is not None:
+        raise ExportError("give either a run folder (--run) or an architecture (--arch), not both; "
+                          f"got run={str(cfg.run_dir)!r} and arch={cfg.arch!r}")
+    if cfg.run_dir is None and cfg.arch is None:
+        raise ExportError("nothing to export: give a run folder (--run runs/NAME) or --space S --arch STRING")
+    run = read_run(cfg.run_dir) if cfg.run_dir is not None else None
+    space_name = run["space"] if run else (cfg.space or "tiny")
+    if run and cfg.space is not None and cfg.space != run["space"]:
+        raise ExportError(f"--space {cfg.space!r} contradicts the run's space {run['space']!r}; leave --space out")
+    space = get_space(space_name)
+    arch_str = run["arch"] if run else cfg.arch
+    try:
+        arch = space.parse(arch_str)
+    except SpaceError as e:
+        raise type(e)(f"{arch_str!r} is not an architecture of space {space.name!r}: {e}") from None
+    res = cfg.resolution if cfg.resolution is not None else (run or {}).get("resolution")
+    if space.searchable_resolution and cfg.resolution is None:
+        res = None  # the arch's own token decides
+    resolution = space.resolution(arch, res)
+    dataset = cfg.dataset or (run or {}).get("dataset") or "digits"
+    # the search's split (its seed and limit, from config.json) so that supernet weights are
+    # never validated on images the supernet trained on
+    data_seed = cfg.data_seed if cfg.data_seed is not None else int((run or {}).get("seed") or 0)
+    limit = cfg.limit
+    if limit is None and run is not None and dataset == run.get("dataset"):
+        limit = _run_config(Path(cfg.run_dir)).get("limit")
+    return _Target(space, arch, resolution, dataset, data_seed, limit, run,
+                   Path(cfg.run_dir) if cfg.run_dir is not None else None)
+
+
+def _run_config(run_dir: Path) -> dict:
+    """The run's config.json (``hwnas search`` writes it), or {} if absent or unreadable."""
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _check_out(cfg: ExportConfig) -> tuple[Path, Path]:
+    out = Path(cfg.out)
+    if out.suffix.lower() != ".onnx":
+        raise ExportError(f"the output must be a .onnx file (the model card goes beside it as .json); got {str(out)!r}")
+    if out.is_dir():
+        raise ExportError(f"the output {str(out)!r} is a folder; give a file name such as {str(out / 'model.onnx')!r}")
+    if not out.parent.is_dir():
+        raise ExportError(f"the output folder {str(out.parent)!r} does not exist; create it first")
+    if out.exists() and not cfg.overwrite:
+        raise ExportError(f"{str(out)!r} exists; pass overwrite=True to replace it")
+    return out, out.with_suffix(".json")
+
+
+def _check_config(cfg: ExportConfig) -> None:
+    if cfg.ep not in EPS:
+        raise ExportError(f"ep must be one of {valid_list(EPS)}, got {cfg.ep!r}")
+    if not 13 <= cfg.opset <= 21:
+        raise ExportError(f"opset must be between 13 and 21, got {cfg.opset}")
+    if cfg.from_supernet and cfg.run_dir is None:
+        raise ExportError("from_supernet (--from-supernet) needs a run folder (--run) that holds supernet.pt")
+    if cfg.latency_budget_ms is not None and not cfg.latency_budget_ms > 0:
+        raise ExportError(f"latency_budget_ms must be > 0, got {cfg.latency_budget_ms}")
+    if cfg.latency_runs < 1:
+        raise ExportError(f"latency_runs must be >= 1, got {cfg.latency_runs}")
+    if cfg.parity_images is not None and cfg.parity_images < 1:
+        raise ExportError(f"parity_images must be >= 1, got {cfg.parity_images}")
+
+
+# --------------------------------------------------------------------------- main entry
+def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = None) -> ExportResult:
+    """Train (or fine-tune) the chosen architecture, export it to ONNX and verify it.
+
+    Returns an ``ExportResult`` and writes ``config.out`` (ONNX) and the model card beside
+    it.  Raises ``ExportError`` for bad input and for a parity failure, and
+    ``ProfilingError`` when the requested EP cannot load without ``allow_fallback``.
+    """
+    t_start = time.perf_counter()
+    emit = progress or (lambda ev: None)
+    _check_config(config)
+    out, card_path = _check_out(config)
+    target = _resolve(config)
+    if config.from_supernet and not (target.run_dir / "supernet.pt").is_file():
+        raise ExportError(f"--from-supernet: {str(target.run_dir / 'supernet.pt')!r} does not exist; "
+                          "the run folder holds no supernet weights")
+    if config.ep != "cpu" and not config.allow_fallback:
+        from hwnas.profiling.providers import choose_provider
+
+        choose_provider(config.ep)  # an unusable GPU provider fails now, not after training
+
+    import torch
+
+    from hwnas.cost import arch_cost
+    from hwnas.data import load_dataset
+    from hwnas.train import evaluate_network, predict_logits, train_network
+
+    emit(ExportProgress("resolve", f"{target.space.name}: {target.arch} at {target.resolution}px"))
+
+    splits = load_dataset(target.dataset, target.resolution, seed=target.data_seed,
+                          val_fraction=config.val_fraction, limit=target.limit)
+    emit(ExportProgress("data", f"{splits.name}: {len(splits.train)} train / {len(splits.val)} val images, "
+                                f"{splits.num_classes} classes"))
+    if len(splits.val) == 0:
+        raise ExportError(f"dataset {target.dataset!r} has no validation images (limit={target.limit}, "
+                          f"val_fraction={config.val_fraction}); parity needs some")
+
+    tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
+                       lr=_lr(config), weight_decay=config.weight_decay,
+                       label_smoothing=config.label_smoothing, seed=config.seed)
+    with torch.random.fork_rng(devices=[]), _torch_threads(config.train_threads):
+        torch.manual_seed(config.seed)
+        model = _initial_model(config, target, splits)
+        history = train_network(model, splits.train, splits.val, tcfg,
+                                progress=lambda p: emit(ExportProgress("train", f"epoch {p.epoch}/{p.epochs}", p)))
+        model.eval()
+        _, accuracy = evaluate_network(model, splits.val)
+    cost = arch_cost(target.space, target.arch, target.resolution, splits.num_classes)
+
+    import onnx
+
+    from hwnas.profiling.onnx_graph import INPUT_NAME, OUTPUT_NAME, network_to_onnx
+
+    emit(ExportProgress("onnx", f"ONNX opset {config.opset}{', dynamic batch' if config.dynamic_batch else ''}"))
+    proto = network_to_onnx(model, batch_size=1, opset=config.opset, dynamic_batch=config.dynamic_batch)
+    meta = {
+        "hwnas_version": __version__, "arch": str(target.arch), "space": target.space.name,
+        "dataset": target.dataset, "accuracy": f"{accuracy:.6f}", "resolution": str(target.resolution),
+        "num_classes": str(splits.num_classes), "data_seed": str(target.data_seed),
+        "val_fraction": str(config.val_fraction), "data_limit": "" if target.limit is None else str(target.limit),
+        "opset": str(config.opset), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
+        "mean": json.dumps(list(getattr(splits, "mean", ()))), "std": json.dumps(list(getattr(splits, "std", ()))),
+    }
+    _set_metadata(proto, meta)
+    proto.producer_version = __version__
+    proto.doc_string = (f"hwnas {target.space.name} arch {target.arch}; input NCHW float32 "
+                        f"{target.resolution}x{target.resolution}, normalised as hwnas.data.load_dataset does")
+    onnx.checker.check_model(proto)
+    model_bytes = proto.SerializeToString()
+
+    images = splits.val.tensors[0]
+    labels = splits.val.tensors[1].numpy()
+    if config.parity_images is not None:
+        images, labels = images[:config.parity_images], labels[:config.parity_images]
+    emit(ExportProgress("parity", f"ONNX Runtime vs torch on {len(images)} validation images"))
+    with _torch_threads(config.train_threads):
+        ref = predict_logits(model, images).numpy()
+    parity = check_parity(model_bytes, images.numpy(), ref, labels, ep="cpu", atol=config.parity_atol,
+                          rtol=config.parity_rtol, threads=config.threads)
+    ep_parity = None
+    if config.ep != "cpu":
+        # GPU kernels (TF32 convs, fused TensorRT layers) legitimately differ more than CPU ones
+        ep_parity = check_parity(model_bytes, images.numpy(), ref, labels, ep=config.ep,
+                                 atol=config.parity_atol * 10, rtol=config.parity_rtol * 10,
+                                 threads=config.threads, allow_fallback=config.allow_fallback)
+    for rep in (parity, ep_parity):
+        if rep is not None and not rep.passed:
+            raise ExportError(
+                f"ONNX Runtime ({rep.ep_used}) disagrees with torch: max abs logit difference "
+                f"{rep.max_abs_diff:.3g} > tolerance {rep.tolerance:.3g} on {rep.images} validation images "
+                f"(top-1 agreement {rep.top1_agreement:.4f}); the exported graph is wrong, nothing was written")
+
+    measurement = fingerprint = None
+    if config.measure_latency:
+        from hwnas.profiling.fingerprint import device_fingerprint
+        from hwnas.profiling.runner import measure
+
+        emit(ExportProgress("latency", f"measuring latency on {config.ep} ({config.latency_runs} runs)"))
+        m = measure(model_bytes, ep=config.ep, threads=config.threads, warmup=config.latency_warmup,
+                    runs=config.latency_runs, allow_fallback=config.allow_fallback, batch_size=1)
+        measurement = m.to_dict()
+        fingerprint = device_fingerprint(m.ep_used, threads=config.threads, batch_size=1)
+    measured = measurement["median_ms"] if measurement else None
+
+    run = target.run or {}
+    budget = config.latency_budget_ms if config.latency_budget_ms is not None else run.get("latency_budget_ms")
+    predicted, predictor_path, predictor_device = _predicted_latency(config, target)
+    within = None if budget is None or measured is None else bool(measured <= budget)
+
+    out.write_bytes(model_bytes)
+    result_fields = dict(
+        onnx_path=str(out), card_path=str(card_path), space=target.space.name, arch=str(target.arch),
+        dataset=target.dataset, resolution=target.resolution, num_classes=splits.num_classes,
+        accuracy=accuracy, history=tuple(history), parity=parity, ep_parity=ep_parity, latency=measurement,
+        measured_latency_ms=measured, predicted_latency_ms=predicted, latency_budget_ms=budget,
+        within_budget=within, flops_budget=run.get("flops_budget"), flops=cost.flops, params=cost.params,
+        opset=config.opset, dynamic_batch=config.dynamic_batch, fingerprint=fingerprint,
+    )
+    wall = time.perf_counter() - t_start
+    card = _model_card(config, target, result_fields, (predictor_path, predictor_device), wall, splits)
+    card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    emit(ExportProgress("done", f"wrote {out} and {card_path}"))
+    if within is False:
+        log.warning("measured latency %.3f ms exceeds the budget %.3f ms", measured, budget)
+    return ExportResult(**result_fields, wall_time_s=wall, card=card)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run with ``n`` torch intra-op threads, restoring the old count after.
+
+    Why: small networks on a busy 2-core machine train 10-50x slower with 2 threads than
+    with 1 (threads spin waiting for each other); the caller decides.
+    """
+    import torch
+
+    if n is None:
+        yield
+        return
+    if int(n) < 1:
+        raise ExportError(f"train_threads must be >= 1, got {n}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _lr(cfg: ExportConfig) -> float | None:
+    if cfg.lr is not None or not cfg.from_supernet:
+        return cfg.lr
+    from hwnas.train import DEFAULT_LR
+
+    # fine-tuning inherited weights: a fifth of the from-scratch peak (OFA fine-tunes at
+    # a lower rate than it trains; Cai et al. 2020, Sec. 4)
+    return DEFAULT_LR.get(cfg.optimizer, 0.05) * 0.2
+
+
+def _initial_model(cfg: ExportConfig, target: _Target, splits):
+    """A fresh network, or the supernet's shared weights for the arch (then BN recalibrated)."""
+    from hwnas.nn import build_model
+
+    if not cfg.from_supernet:
+        return build_model(target.space, target.arch, target.resolution, splits.num_classes)
+    import torch
+
+    from hwnas.nn.supernet import Supernet
+    from hwnas.train import recalibrate_bn
+
+    path = target.run_dir / "supernet.pt"
+    net = Supernet(target.space, splits.num_classes, target.resolution)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a user problem here
+        raise ExportError(f"cannot load {path}: {e}") from None
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ExportError(
+            f"{path} does not fit Supernet(space={target.space.name!r}, num_classes={splits.num_classes}, "
+            f"resolution={target.resolution}): {first} (was the search run on another dataset or space?)"
+        ) from None
+    net.set_active_subnet(target.arch)
+    model = net.get_active_subnet()
+    if cfg.bn_calibration_batches > 0:
+        recalibrate_bn(model, splits.train, batches=cfg.bn_calibration_batches,
+                       batch_size=cfg.batch_size, seed=cfg.seed)
+    return model
+
+
+def _predicted_latency(cfg: ExportConfig, target: _Target) -> tuple[float | None, str | None, str | None]:
+    """(predicted ms, predictor path, the device id the predictor was trained on).
+
+    The run's own prediction is used as is; an explicit ``cfg.predictor`` predicts anew.
+    The predictor's device id goes into the card so that a reader sees at once whether the
+    prediction and the measurement refer to the same device.
+    """
+    from hwnas.errors import PredictorError
+
+    run = target.run or {}
+    pred_path = cfg.predictor or run.get("predictor")
+    predictor = None
+    if cfg.predictor is not None:
+        from hwnas.predictors import load_predictor
+
+        if not Path(cfg.predictor).is_file():
+            raise ExportError(f"predictor file {str(cfg.predictor)!r} does not exist")
+        predictor = load_predictor(cfg.predictor, space=target.space)
+        predicted = float(np.asarray(predictor.predict([target.arch]))[0])
+    else:
+        predicted = run.get("predicted_latency_ms")
+        predicted = None if predicted is None else float(predicted)
+        if pred_path and Path(pred_path).is_file():
+            from hwnas.predictors import load_predictor
+
+            try:
+                predictor = load_predictor(pred_path, space=target.space, force=True)
+            except PredictorError as e:  # the run's prediction stands; only the device id is lost
+                log.warning("cannot read the run's predictor %s: %s", pred_path, e)
+    return predicted, (str(pred_path) if pred_path else None), getattr(predictor, "device_id", None)
+
+
+def _model_card(cfg, target, r, predictor, wall, splits) -> dict:
+    predictor_path, predictor_device = predictor
+    measured_device = (r["fingerprint"] or {}).get("device_id")
+    n_train, n_val = len(splits.train), len(splits.val)
+    measured, predicted, budget = r["measured_latency_ms"], r["predicted_latency_ms"], r["latency_budget_ms"]
+    lat = r["latency"] or {}
+    card = {
+        "schema": CARD_SCHEMA,
+        "hwnas_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "onnx": Path(r["onnx_path"]).name,
+        "space": r["space"],
+        "arch": r["arch"],
+        "resolution": r["resolution"],
+        "num_classes": r["num_classes"],
+        "input": {"name": "input", "shape": ["batch" if r["dynamic_batch"] else 1, 3, r["resolution"],
+                                            r["resolution"]], "dtype": "float32", "layout": "NCHW",
+                  "normalise": {"mean": list(getattr(splits, "mean", ())), "std": list(getattr(splits, "std", ())),
+                                "note": ("per channel, on the dataset's raw pixel scale (digits: [0, 1]; "
+                                         "cifar10/imagefolder: 0..255), then bilinear resize, as "
+                                         "hwnas.data.load_dataset does")}},
+        "dataset": {"name": r["dataset"], "seed": target.data_seed, "val_fraction": cfg.val_fraction,
+                    "limit": target.limit, "train_images": n_train, "val_images": n_val},
+        "training": {"epochs": cfg.epochs, "from_supernet": cfg.from_supernet, "optimizer": cfg.optimizer,
+                     "lr": _lr(cfg) if _lr(cfg) is not None else TrainConfig(optimizer=cfg.optimizer).peak_lr,
+                     "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay, "seed": cfg.seed,
+                     "history": [asdict(h) for h in r["history"]]},
+        "accuracy": r["accuracy"],
+        "flops": r["flops"],
+        "flops_budget": r["flops_budget"],
+        "params": r["params"],
+        "opset": r["opset"],
+        "dynamic_batch": r["dynamic_batch"],
+        "parity": asdict(r["parity"]),
+        "ep_parity": asdict(r["ep_parity"]) if r["ep_parity"] else None,
+        "latency": {
+            "ep": cfg.ep, "ep_used": lat.get("ep_used"), "fallback": lat.get("fallback"),
+            "measured_ms": measured, "stats": r["latency"],
+            "predicted_ms": predicted, "predictor": str(predictor_path) if predictor_path else None,
+            "predictor_device_id": predictor_device,
+            "same_device_as_predictor": (None if predictor_device is None or measured_device is None
+                                         else predictor_device == measured_device),
+            "prediction_error": (None if measured is None or predicted is None or measured == 0
+                                 else (predicted - measured) / measured),
+            "budget_ms": budget, "within_budget": r["within_budget"],
+            "budget_margin": None if budget is None or measured is None else (budget - measured) / budget,
+        },
+        "device": r["fingerprint"],
+        "run": str(target.run_dir) if target.run_dir is not None else None,
+        "search": _search_summary(target.run),
+        "wall_time_s": wall,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+    }
+    return _jsonable(card)
+
+
+def _search_summary(run: dict | None) -> dict | None:
+    if not run:
+        return None
+    keys = ("strategy", "seed", "latency_budget_ms", "flops_budget", "predicted_latency_ms",
+            "supernet_val_acc", "archs_sampled", "wall_time_s")
+    return {k: run.get(k) for k in keys if k in run}
+
+
+def _set_metadata(proto, meta: dict) -> None:
+    import onnx
+
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})
+
+
+def _jsonable(obj):
+    """Replace NaN/inf by None and numpy scalars by Python ones, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.generic,)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# --------------------------------------------------------------------------- ORT helpers
+def ort_session(model: bytes | str | Path, ep: str = "cpu", *, allow_fallback: bool = False, threads: int = 1):
+    """An ONNX Runtime session on ``ep``; returns ``(session, ep_used)``.
+
+    Same provider semantics as the latency runner (``hwnas.profiling.providers``): ORT
+    silently runs on the CPU when a GPU provider cannot load; here that is a
+    ``ProfilingError`` naming the reason unless ``allow_fallback``.
+    """
+    from dataclasses import replace
+
+    from hwnas.profiling.providers import choose_provider, create_session, session_mismatch
+
+    data = model if isinstance(model, bytes) else Path(model).read_bytes()
+    choice = choose_provider(ep, allow_fallback=allow_fallback)
+    sess = create_session(data, choice, threads)
+    mismatch = session_mismatch(sess, choice)
+    if mismatch is not None:
+        if not allow_fallback:
+            raise ProfilingError(f"execution provider {ep!r} is not usable: {mismatch}")
+        log.warning("%s; falling back to cpu", mismatch)
+        choice = replace(choice, ep_used="cpu", fallback=True, reason=mismatch, providers=("CPUExecutionProvider",))
+        sess = create_session(data, choice, threads)
+    return sess, choice.ep_used
+
+
+def ort_logits(sess, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """Run float32 NCHW ``images`` through ``sess`` in batches; a fixed-batch model is fed
+    exactly its batch size (a fixed batch of 1 is a loop over images)."""
+    inp = sess.get_inputs()[0]
+    dim0 = inp.shape[0]
+    fixed = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+    bs = fixed or batch_size
+    outs = []
+    for i in range(0, len(images), bs):
+        x = np.ascontiguousarray(images[i:i + bs], dtype=np.float32)
+        n = len(x)
+        if fixed and n < fixed:  # pad the last batch of a fixed-batch model
+            x = np.concatenate([x, np.zeros((fixed - n, *x.shape[1:]), np.float32)])
+        outs.append(sess.run(None, {inp.name: x})[0][:n])
+    if not outs:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(outs)
+
+
+def check_parity(model_bytes: bytes, images: np.ndarray, ref_logits: np.ndarray, labels: np.ndarray, *,
+                 ep: str = "cpu", atol: float = 1e-4, rtol: float = 1e-3, threads: int = 1,
+                 allow_fallback: bool = False) -> ParityReport:
+    """Compare ONNX Runtime logits with torch's ``ref_logits`` for the same images.
+
+    Tolerance: ``atol + rtol * max|ref|``: float32 convolutions with BN folded differ from
+    torch's unfolded ones by rounding that grows with the logits' scale.
+    """
+    sess, ep_used = ort_session(model_bytes, ep, allow_fallback=allow_fallback, threads=threads)
+    got = ort_logits(sess, images)
+    if got.shape != ref_logits.shape:
+        raise ExportError(f"ONNX output shape {got.shape} differs from torch's {ref_logits.shape}")
+    diff = float(np.max(np.abs(got.astype(np.float64) - ref_logits))) if got.size else 0.0
+    tol = atol + rtol * float(np.max(np.abs(ref_logits))) if ref_logits.size else atol
+    agree = float(np.mean(got.argmax(1) == ref_logits.argmax(1))) if len(got) else float("nan")
+    acc = float(np.mean(got.argmax(1) == labels)) if len(got) else float("nan")
+    return ParityReport(ep=ep, ep_used=ep_used, images=len(images), max_abs_diff=diff, tolerance=tol,
+                        top1_agreement=agree, onnx_accuracy=acc, passed=bool(np.isfinite(diff) and diff <= tol))
+
+
+# --------------------------------------------------------------------------- evaluate
+def read_metadata(model: str | Path | bytes) -> dict:
+    """The ``metadata_props`` of an ONNX file as a dict (empty for a foreign model)."""
+    import onnx
+
+    try:
+        proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"cannot read ONNX model {str(model)[:200]!r}: {e}") from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def evaluate_onnx(path: str | Path, dataset: str | None = None, *, ep: str = "cpu", allow_fallback: bool = False,
+                  threads: int = 1, batch_size: int = 64, resolution: int | None = None,
+                  limit: int | None = None, data_seed: int | None = None, val_fraction: float | None = None,
+                  measure_latency: bool = True, latency_warmup: int = 10, latency_runs: int = 50) -> dict:
+    """Accuracy and measured latency of an exported ONNX model on a dataset's validation split.
+
+    The model's ``metadata_props`` (written by ``export_arch``) supply the resolution, the
+    dataset and its split (seed, fraction, limit) unless given here, so a model evaluated on
+    its own dataset sees exactly the images its card reports.  A model without metadata
+    needs ``resolution`` (or a fixed input shape) and ``dataset``.
+    """
+    from hwnas.data import load_dataset
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"ONNX model {str(path)!r} does not exist")
+    if ep not in EPS:
+        raise ExportError(f"ep must be one of {valid_list(EPS)}, got {ep!r}")
+    model_bytes = path.read_bytes()
+    meta = read_metadata(model_bytes)
+    sess, ep_used = ort_session(model_bytes, ep, allow_fallback=allow_fallback, threads=threads)
+    shape = sess.get_inputs()[0].shape
+    if resolution is None:
+        if meta.get("resolution"):
+            resolution = int(meta["resolution"])
+        elif len(shape) == 4 and isinstance(shape[2], int):
+            resolution = int(shape[2])
+        else:
+            raise ExportError(f"{path} carries no resolution metadata and has a dynamic input shape {shape}; "
+                              "pass resolution (--resolution)")
+    dataset = dataset or meta.get("dataset")
+    if not dataset:
+        raise ExportError(f"{path} names no dataset in its metadata; pass one (--dataset digits)")
+    same = dataset == meta.get("dataset")
+    if data_seed is None:
+        data_seed = int(meta["data_seed"]) if same and meta.get("data_seed") else 0
+    if val_fraction is None:
+        val_fraction = float(meta["val_fraction"]) if same and meta.get("val_fraction") else 0.2
+    if limit is None and same and meta.get("data_limit"):
+        limit = int(meta["data_limit"])
+    splits = load_dataset(dataset, resolution, seed=data_seed, val_fraction=val_fraction, limit=limit)
+    n_out = sess.get_outputs()[0].shape[-1]
+    if isinstance(n_out, int) and n_out != splits.num_classes:
+        raise ExportError(f"{path} predicts {n_out} classes but dataset {dataset!r} has {splits.num_classes}")
+    x = splits.val.tensors[0].numpy()
+    y = splits.val.tensors[1].numpy()
+    t0 = time.perf_counter()
+    logits = ort_logits(sess, x, batch_size=batch_size)
+    infer_s = time.perf_counter() - t0
+    acc = float(np.mean(logits.argmax(1) == y)) if len(y) else float("nan")
+    logp = logits - logits.max(1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+    loss = float(-np.mean(logp[np.arange(len(y)), y])) if len(y) else float("nan")
+    measurement = None
+    if measure_latency:
+        from hwnas.profiling.runner import measure
+
+        bs = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
+        measurement = measure(model_bytes, ep=ep, threads=threads, warmup=latency_warmup, runs=latency_runs,
+                              allow_fallback=allow_fallback, batch_size=bs).to_dict()
+    card_acc = meta.get("accuracy")
+    return _jsonable({
+        "path": str(path), "dataset": dataset, "images": int(len(y)), "accuracy": acc, "loss": loss,
+        "card_accuracy": float(card_acc) if card_acc else None,
+        "resolution": resolution, "num_classes": splits.num_classes, "arch": meta.get("arch"),
+        "space": meta.get("space"), "ep": ep, "ep_used": ep_used,
+        "batch": shape[0] if isinstance(shape[0], int) else "dynamic",
+        "throughput_img_s": len(y) / infer_s if infer_s > 0 else None,
+        "measured_latency_ms": measurement["median_ms"] if measurement else None,
+        "latency": measurement, "metadata": meta,
+    })

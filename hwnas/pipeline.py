@@ -1,0 +1,239 @@
+"""The whole chain on one run folder: profile -> predictor -> search -> export.
+
+Why a library function and not just a CLI script: ``hwnas demo`` (README command one) and its
+end-to-end test both call :func:`run_pipeline`, so the test exercises exactly what a newcomer
+runs.  Each stage calls the same library entry point as its own command (``run_campaign``,
+``train_predictor``, ``run_search``, ``export_arch``), and everything it writes stays in one
+run folder::
+
+    RUN/latency.db      the latency store (or nothing with ``quick``: the shipped CSV is read)
+    RUN/predictor.hwp   the latency predictor, with its held-out metrics
+    RUN/search/         the search run (config, log, checkpoint, supernet, result, plot)
+    RUN/model.onnx      the exported, verified model, and RUN/model.json its model card
+    RUN/summary.json    one record of every stage: what it produced and how long it took
+
+A run folder is resumable: profiling skips archs already stored, and the search continues
+from its checkpoint (``resume=True``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from hwnas.errors import HwnasError, SearchError
+from hwnas.space import DATA_DIR
+
+log = logging.getLogger(__name__)
+
+SHIPPED_LATENCIES = {"tiny": DATA_DIR / "latency" / "tiny_cpu.csv"}
+STAGES = ("profile", "predictor", "budget", "search", "export")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Settings of one end-to-end run (saved as ``RUN/pipeline.json``)."""
+
+    out: str
+    space: str = "tiny"
+    dataset: str = "digits"
+    seed: int = 0
+    quick: bool = False  # use the shipped latency dataset instead of profiling
+    num_archs: int = 300  # archs to profile
+    warmup: int = 10
+    runs: int = 50
+    predictor_model: str = "mlp"  # the search's differentiable-ready default
+    latency_budget_ms: float | None = None  # None: the budget_quantile of the measured latencies
+    budget_quantile: float = 0.3
+    strategy: str = "fpnas"
+    penalty: str = "hinge"
+    search_epochs: int = 6
+    export_epochs: int = 5
+    from_supernet: bool = False
+    limit: int | None = None  # use only this many images of the dataset (tests, quick looks)
+    threads: int = 1  # torch threads: one is fastest on a small shared CPU
+    resume: bool = False
+
+    def __post_init__(self):
+        if not 0.0 < self.budget_quantile < 1.0:
+            raise SearchError(f"budget_quantile must be in (0, 1), got {self.budget_quantile}")
+        if self.num_archs < 10 and not self.quick:
+            raise SearchError(f"num_archs must be >= 10 to train a predictor, got {self.num_archs}")
+
+
+@dataclass
+class PipelineResult:
+    """What every stage produced; ``to_dict()`` is ``RUN/summary.json``."""
+
+    out: str
+    space: str
+    latency_source: str = ""
+    archs_measured: int = 0
+    latency_range_ms: tuple[float, float] | None = None
+    predictor_metrics: dict = field(default_factory=dict)
+    latency_budget_ms: float | None = None
+    budget_source: str = ""
+    arch: str | None = None
+    predicted_latency_ms: float | None = None
+    measured_latency_ms: float | None = None
+    within_budget: bool | None = None
+    supernet_val_acc: float | None = None
+    accuracy: float | None = None
+    onnx_accuracy: float | None = None
+    parity_max_abs_diff: float | None = None
+    flops: int | None = None
+    params: int | None = None
+    archs_sampled: int | None = None
+    onnx_path: str | None = None
+    stage_seconds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+Hooks = dict[str, Callable]  # stage name -> progress callback handed to that stage's library call
+
+
+def run_pipeline(config: PipelineConfig, *, hooks: Hooks | None = None,
+                 on_stage: Callable[[str, str], None] | None = None) -> PipelineResult:
+    """Run every stage in order; ``on_stage(stage, message)`` reports each finished stage."""
+    import torch
+
+    hooks = hooks or {}
+    say = on_stage or (lambda stage, msg: log.info("%s: %s", stage, msg))
+    torch.set_num_threads(max(1, int(config.threads)))
+    out = _prepare_out(config)
+    res = PipelineResult(out=str(out), space=config.space)
+
+    def timed(stage, fn):
+        t0 = time.perf_counter()
+        value = fn()
+        res.stage_seconds[stage] = round(time.perf_counter() - t0, 2)
+        return value
+
+    data = timed("profile", lambda: _profile(config, out, hooks.get("profile")))
+    res.latency_source, res.archs_measured = data.source, len(data)
+    res.latency_range_ms = (float(data.latency_ms.min()), float(data.latency_ms.max()))
+    say("profile", f"{len(data)} archs, {res.latency_range_ms[0]:.3f}-{res.latency_range_ms[1]:.3f} ms "
+                   f"({data.source})")
+
+    report = timed("predictor", lambda: _train_predictor(config, out, data))
+    res.predictor_metrics = report["test_metrics"]
+    m = res.predictor_metrics
+    say("predictor", f"{report['model']}: held-out within 10% {100 * m['within_10']:.1f}%, "
+                     f"MAPE {100 * m['mape']:.1f}%, Kendall tau {m['kendall_tau']:.3f} ({report['n_test']} archs)")
+
+    res.latency_budget_ms, res.budget_source = _budget(config, data)
+    say("budget", f"{res.latency_budget_ms:.4f} ms ({res.budget_source})")
+
+    search = timed("search", lambda: _search(config, out, res.latency_budget_ms, hooks.get("search")))
+    res.arch, res.predicted_latency_ms = search.arch, search.predicted_latency_ms
+    res.supernet_val_acc, res.archs_sampled = search.supernet_val_acc, search.archs_sampled
+    say("search", f"{search.arch}: predicted {search.predicted_latency_ms:.4f} ms, {search.archs_sampled} archs "
+                  f"sampled, supernet val acc {search.supernet_val_acc:.3f}")
+
+    exported = timed("export", lambda: _export(config, out, hooks.get("export")))
+    res.measured_latency_ms, res.within_budget = exported.measured_latency_ms, exported.within_budget
+    res.accuracy, res.flops, res.params = exported.accuracy, exported.flops, exported.params
+    res.onnx_accuracy = exported.parity.onnx_accuracy
+    res.parity_max_abs_diff = exported.parity.max_abs_diff
+    res.onnx_path = str(exported.onnx_path)
+    say("export", f"{exported.onnx_path}: accuracy {exported.accuracy:.3f}, measured "
+                  f"{exported.measured_latency_ms:.4f} ms")
+    (out / "summary.json").write_text(json.dumps(res.to_dict(), indent=2) + "\n")
+    return res
+
+
+def _prepare_out(config: PipelineConfig) -> Path:
+    out = Path(config.out)
+    if not out.parent.is_dir():
+        raise HwnasError(f"the parent folder of the run folder does not exist: {str(out.parent)!r}")
+    saved = out / "pipeline.json"
+    if out.exists() and any(out.iterdir()):
+        if not config.resume:
+            raise HwnasError(f"{str(out)!r} already holds a run; pass --resume to continue it or choose "
+                             "another --out")
+        if saved.is_file():
+            before = json.loads(saved.read_text())
+            now = dataclasses.asdict(config)
+            diff = [k for k in now if k not in ("resume", "out") and before.get(k) != now[k]]
+            if diff:
+                raise HwnasError(f"cannot resume {str(out)!r}: settings differ from the saved run: "
+                                 + ", ".join(f"{k}={now[k]!r} (was {before.get(k)!r})" for k in diff))
+    out.mkdir(exist_ok=True)
+    saved.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    return out
+
+
+def _profile(config: PipelineConfig, out: Path, on_row):
+    from hwnas.predictors import load_store_data, read_latency_csv
+    from hwnas.profiling.campaign import CampaignConfig, campaign_device, run_campaign
+    from hwnas.profiling.store import LatencyStore
+    from hwnas.space import get_space
+
+    space = get_space(config.space)
+    if config.quick:
+        shipped = SHIPPED_LATENCIES.get(space.name)
+        if shipped is None:
+            raise HwnasError(f"no shipped latency dataset for space {space.name!r}; valid with --quick: "
+                             f"{', '.join(SHIPPED_LATENCIES)}")
+        return read_latency_csv(shipped, space)
+    db = out / "latency.db"
+    cfg = CampaignConfig(space=space.name, num_archs=config.num_archs, warmup=config.warmup, runs=config.runs,
+                         seed=config.seed)
+    with LatencyStore(db) as store:
+        # a campaign asked again adds N *new* archs; a resumed run only tops up to num_archs
+        have = store.measured_archs(campaign_device(cfg)["device_id"], space.name, batch=cfg.batch_size,
+                                    precision=cfg.precision, ep=cfg.ep)
+        if len(have) < config.num_archs:
+            run_campaign(store, dataclasses.replace(cfg, num_archs=config.num_archs - len(have)), on_row=on_row)
+    return load_store_data(db, space)
+
+
+def _train_predictor(config: PipelineConfig, out: Path, data) -> dict:
+    from hwnas.predictors import train_predictor
+    from hwnas.space import get_space
+
+    pred, report = train_predictor(data, get_space(config.space), config.predictor_model, seed=config.seed)
+    pred.save(out / "predictor.hwp")
+    return report
+
+
+def _budget(config: PipelineConfig, data) -> tuple[float, str]:
+    """The user's budget, or a quantile of what was measured: tight enough to bind, loose
+    enough that many archs meet it."""
+    if config.latency_budget_ms is not None:
+        return float(config.latency_budget_ms), "given"
+    q = config.budget_quantile
+    return float(np.quantile(data.latency_ms, q)), f"{100 * q:.0f}th percentile of the measured latencies"
+
+
+def _search(config: PipelineConfig, out: Path, budget_ms: float, progress):
+    from hwnas.search import SearchConfig, run_search
+
+    search_dir = out / "search"
+    cfg = SearchConfig(space=config.space, strategy=config.strategy, dataset=config.dataset,
+                       epochs=config.search_epochs, seed=config.seed, out=str(search_dir),
+                       latency_budget_ms=budget_ms, penalty=config.penalty, predictor=str(out / "predictor.hwp"),
+                       limit=config.limit, threads=config.threads,
+                       resume=config.resume and (search_dir / "checkpoint.pt").exists())
+    if cfg.resume and (search_dir / "result.json").exists():
+        from hwnas.search import SearchResult
+
+        return SearchResult(**json.loads((search_dir / "result.json").read_text()))
+    return run_search(cfg, progress=progress)
+
+
+def _export(config: PipelineConfig, out: Path, progress):
+    from hwnas.export import ExportConfig, export_arch
+
+    cfg = ExportConfig(out=out / "model.onnx", run_dir=out / "search", epochs=config.export_epochs,
+                       from_supernet=config.from_supernet, train_threads=config.threads, seed=config.seed,
+                       overwrite=config.resume)
+    return export_arch(cfg, progress=progress)

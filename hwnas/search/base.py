@@ -1,0 +1,163 @@
+"""The ``Strategy`` interface (ask/tell, Optuna's sampler idea) and the strategy registry.
+
+Why ask/tell: the search loop owns the supernet, the data and the budget; a strategy only
+proposes architectures and learns from the rewards it is told.  Budgets never live inside
+a strategy: they reach it already folded into the rewards (reward shaping) or, for the
+differentiable penalty, as an extra loss on its probabilities passed to ``tell``.
+
+A new strategy is one module with a ``@register_strategy("name")`` class plus one import
+line in ``hwnas/search/__init__.py``.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Callable, Sequence
+
+import numpy as np
+
+from hwnas.errors import RegistryError, SearchError, valid_list
+from hwnas.space import Arch, SearchSpace
+
+PenaltyFn = Callable[[list], "object"]  # list[torch.Tensor] (probs per decision) -> scalar tensor
+
+
+class Strategy(abc.ABC):
+    """Proposes architectures (``ask``) and learns from their rewards (``tell``).
+
+    Higher reward is better.  ``archs_sampled`` counts every architecture handed out by
+    ``ask``: the cost metric FP-NAS and PARSEC are compared on.
+    """
+
+    name: str = "base"
+    #: whether the strategy holds a distribution (``probs``/``entropy`` work)
+    is_distribution: bool = False
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8):
+        if int(samples_per_step) < 1:
+            raise SearchError(f"samples_per_step must be >= 1, got {samples_per_step}")
+        self.space = space
+        self.seed = int(seed)
+        self.samples_per_step = int(samples_per_step)
+        self.rng = np.random.default_rng(self.seed)
+        self.archs_sampled = 0
+        self.steps = 0
+        self._records: dict[str, list[float]] = {}  # arch string -> [reward sum, count]
+
+    # -- the interface -----------------------------------------------------
+    def num_samples(self) -> int:
+        """How many archs the next ``ask()`` hands out when ``n`` is not given."""
+        return self.samples_per_step
+
+    def ask(self, n: int | None = None) -> list[Arch]:
+        n = self.num_samples() if n is None else int(n)
+        if n < 1:
+            raise SearchError(f"ask(n) needs n >= 1, got {n}")
+        archs = self._propose(n)
+        self.archs_sampled += len(archs)
+        return archs
+
+    def tell(self, archs: Sequence[Arch], rewards: Sequence[float], penalty: PenaltyFn | None = None) -> None:
+        """Learn from ``rewards`` (one per arch, higher is better)."""
+        rewards = np.asarray(rewards, dtype=np.float64)
+        if len(archs) != len(rewards) or len(archs) == 0:
+            raise SearchError(f"tell needs one reward per arch, got {len(archs)} archs and {len(rewards)} rewards")
+        if not np.all(np.isfinite(rewards)):
+            raise SearchError(f"rewards must be finite, got {rewards.tolist()}")
+        for a, r in zip(archs, rewards):
+            rec = self._records.setdefault(str(a), [0.0, 0])
+            rec[0] += float(r)
+            rec[1] += 1
+        self._update(list(archs), rewards, penalty)
+        self.steps += 1
+
+    @abc.abstractmethod
+    def _propose(self, n: int) -> list[Arch]:
+        ...
+
+    def _update(self, archs: list[Arch], rewards: np.ndarray, penalty: PenaltyFn | None) -> None:
+        """Default: nothing to learn (the reward records are kept by ``tell``)."""
+
+    def best(self) -> Arch:
+        """The strategy's pick: best mean reward seen (distributions: most likely arch)."""
+        ranked = self.ranked(1)
+        if not ranked:
+            raise SearchError(f"strategy {self.name!r} has no result yet: call tell() first")
+        return ranked[0]
+
+    def ranked(self, k: int) -> list[Arch]:
+        """Up to ``k`` archs in order of preference (used to pick a final arch under a budget)."""
+        items = sorted(self._records.items(), key=lambda kv: -kv[1][0] / kv[1][1])
+        return [self.space.parse(s) for s, _ in items[:k]]
+
+    def mean_reward(self, arch: Arch) -> float | None:
+        rec = self._records.get(str(arch))
+        return None if rec is None else rec[0] / rec[1]
+
+    # -- persistence -------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "name": self.name, "space": self.space.name, "seed": self.seed,
+            "rng": self.rng.bit_generator.state, "archs_sampled": self.archs_sampled,
+            "steps": self.steps, "records": {k: list(v) for k, v in self._records.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name or state.get("space") != self.space.name:
+            raise SearchError(
+                f"strategy state is for {state.get('name')!r} on space {state.get('space')!r}, "
+                f"not {self.name!r} on {self.space.name!r}"
+            )
+        self.rng.bit_generator.state = state["rng"]
+        self.archs_sampled = int(state["archs_sampled"])
+        self.steps = int(state["steps"])
+        self._records = {k: [float(v[0]), int(v[1])] for k, v in state["records"].items()}
+
+    # -- optional for distribution strategies ------------------------------
+    def probs(self) -> list:
+        raise SearchError(f"strategy {self.name!r} holds no distribution (no probs())")
+
+    def entropy(self) -> float:
+        raise SearchError(f"strategy {self.name!r} holds no distribution (no entropy())")
+
+    @property
+    def phase(self) -> str:
+        """A short label of the strategy's current phase (logged per step)."""
+        return "-"
+
+
+# -- registry (timm/torchvision style: duplicates refused, unknown names listed) -----
+_STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(name: str):
+    """Class decorator: register a ``Strategy`` subclass under ``name``."""
+
+    def deco(cls: type[Strategy]) -> type[Strategy]:
+        if name in _STRATEGIES:
+            raise RegistryError(f"a strategy named {name!r} is already registered")
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise RegistryError(f"strategy {name!r} must be a Strategy subclass, got {cls!r}")
+        cls.name = name
+        _STRATEGIES[name] = cls
+        return cls
+
+    return deco
+
+
+def unregister_strategy(name: str) -> None:
+    _STRATEGIES.pop(name, None)
+
+
+def list_strategies() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def create_strategy(name: str, space: SearchSpace, **params) -> Strategy:
+    """Instantiate a registered strategy; unknown names and parameters are errors."""
+    cls = _STRATEGIES.get(name)
+    if cls is None:
+        raise RegistryError(f"unknown strategy {name!r}; valid: {valid_list(list_strategies())}")
+    try:
+        return cls(space, **params)
+    except TypeError as e:
+        raise SearchError(f"bad parameters for strategy {name!r}: {e}") from None

@@ -1,0 +1,481 @@
+"""The search loop: warm up a weight-sharing supernet, then learn an architecture distribution.
+
+Protocol (PARSEC, Casale et al. 2019, Alg. 1; FP-NAS, Yan et al. 2021, Sec. 3):
+
+1. **Warm-up** (``warmup_epochs``): train the supernet with paths drawn uniformly
+   (single-path one-shot, Guo et al. 2020), so that no choice is favoured before the
+   distribution starts learning.
+2. **Search** (the remaining epochs), one step per training batch:
+   - ``archs = strategy.ask()`` (``K`` archs: fixed for PARSEC/random, entropy-adaptive
+     for FP-NAS);
+   - **supernet step** on the training batch with the first ``train_paths`` of them
+     (they are samples of the current distribution, so the plain mean of their losses is
+     an unbiased estimate of ``E_alpha[loss]``; weights follow the distribution as in
+     PARSEC).  ``train_paths=0`` trains all ``K`` paths, as PARSEC's weight gradient does
+     (cost per step then grows with ``K``, which is what FP-NAS's adaptive ``K`` saves);
+     the default 1 keeps a step's training cost independent of ``K``;
+   - **rewards** of all ``K`` archs on one validation batch with the shared weights
+     (``-loss`` or accuracy; BN uses the batch's statistics, see ``hwnas.nn.supernet``),
+     shaped by the budget penalty (``penalty.py``), then ``strategy.tell``.
+3. **Final arch**: ``penalty.select_final`` (most likely arch meeting the budget), its
+   supernet validation accuracy, predicted latency, FLOPs, params and budget margin.
+
+``archs_sampled`` counts every arch the strategy handed out in the search phase (the
+FP-NAS vs PARSEC cost metric; warm-up paths are not counted, they are the same for all).
+
+Outputs in ``out`` (``runs/NAME``): ``config.json``, ``log.jsonl`` (one line per search
+step), ``checkpoint.pt`` after every epoch (supernet, its optimizer, strategy state, RNG
+states, counters, elapsed time), ``result.json``, ``supernet.pt`` and ``search.png``.
+The supernet's learning rate is constant (SGD, Nesterov momentum): a schedule over the
+total epochs would change the past when ``--resume`` extends a run with more epochs.
+(FP-NAS's switch step is a fraction of the search steps of the *current* ``epochs``, so
+extending a run that has not switched yet moves its switch point.)
+``resume=True`` continues from the checkpoint's epoch (the log is cut back to the
+checkpoint's last step, so no step appears twice); data order depends only on
+``(seed, epoch)``, so a resumed run sees the same batches as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from hwnas.errors import SearchError, valid_list
+from hwnas.search import penalty as pen
+from hwnas.search.base import create_strategy
+
+log = logging.getLogger(__name__)
+
+REWARDS = ("loss", "acc")
+# fields that may change between a run and its --resume
+_RESUMABLE = {"epochs", "resume", "out", "threads", "force"}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search run depends on (saved as ``config.json`` beside its results)."""
+
+    space: str = "tiny"
+    strategy: str = "fpnas"
+    dataset: str = "digits"
+    epochs: int = 4  # total, warm-up included
+    warmup_epochs: int = 1
+    seed: int = 0
+    out: str | None = None
+    latency_budget_ms: float | None = None
+    flops_budget: float | None = None
+    penalty: str = "hinge"
+    penalty_weight: float = 2.0
+    mnas_w: float = -0.07
+    predictor: str | None = None
+    force: bool = False
+    reward: str = "loss"
+    samples_per_step: int = 8
+    train_paths: int = 1  # sampled paths per supernet step; 0: all K (PARSEC's weight gradient)
+    batch_size: int = 64
+    val_batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    arch_lr: float = 0.1
+    switch_fraction: float = 0.5  # fpnas: switch to the joint distribution after this share of the search steps
+    limit: int | None = None
+    resolution: int | None = None
+    strategy_params: dict = field(default_factory=dict)
+    threads: int | None = 1  # torch CPU threads; None: torch's default (see run_search)
+    resume: bool = False
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
+            raise SearchError(f"need epochs >= 1 and 0 <= warmup_epochs < epochs, got epochs={self.epochs}, "
+                              f"warmup_epochs={self.warmup_epochs}")
+        if self.penalty not in pen.PENALTIES:
+            raise SearchError(f"penalty must be one of {valid_list(pen.PENALTIES)}, got {self.penalty!r}")
+        if self.reward not in REWARDS:
+            raise SearchError(f"reward must be one of {valid_list(REWARDS)}, got {self.reward!r}")
+        if self.latency_budget_ms is not None and self.flops_budget is not None:
+            raise SearchError("give one budget: --latency-budget or --flops-budget, not both")
+        if self.latency_budget_ms is not None and not self.predictor:
+            raise SearchError("a latency budget needs a latency predictor (--predictor pred.hwp); "
+                              "train one with `hwnas predictor train`")
+        if int(self.train_paths) < 0:
+            raise SearchError(f"train_paths must be >= 0 (0: all sampled paths), got {self.train_paths}")
+        for name in ("batch_size", "val_batch_size", "samples_per_step"):
+            if int(getattr(self, name)) < 1:
+                raise SearchError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.penalty_weight < 0 or not math.isfinite(self.penalty_weight):
+            raise SearchError(f"penalty_weight must be >= 0, got {self.penalty_weight}")
+        if not 0.0 <= self.switch_fraction <= 1.0:
+            raise SearchError(f"switch_fraction must be in [0, 1], got {self.switch_fraction}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search found; ``to_dict()`` is ``result.json``."""
+
+    space: str
+    arch: str
+    resolution: int
+    strategy: str
+    seed: int
+    dataset: str
+    predictor: str | None
+    latency_budget_ms: float | None
+    flops_budget: float | None
+    penalty: str
+    predicted_latency_ms: float | None
+    flops: int
+    params: int
+    supernet_val_acc: float
+    supernet_val_loss: float
+    archs_sampled: int
+    search_steps: int
+    epochs: int
+    wall_time_s: float
+    budget_margin: float | None
+    final_choice: str  # how the final arch was picked (see penalty.select_final)
+    final_log_prob: float | None
+    entropy: float | None
+    switched_at: int | None
+    out: str | None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- helpers ---------------------------------------------------------------------
+def _load_predictor(config: SearchConfig, space):
+    if not config.predictor:
+        return None
+    from hwnas.predictors import load_predictor
+
+    return load_predictor(config.predictor, space=space, force=config.force)
+
+
+def _eval_arch(net, arch, x, y, batch: int):
+    """Mean loss and accuracy of one path on ``(x, y)`` with per-batch BN statistics."""
+    import torch
+    import torch.nn.functional as F
+
+    total_loss, correct, n = 0.0, 0, 0
+    with torch.no_grad(), net.batch_stats():
+        for i in range(0, len(y), batch):
+            xb, yb = x[i:i + batch], y[i:i + batch]
+            if len(yb) < 2:  # batch statistics need more than one image
+                continue
+            out = net(xb, arch)
+            total_loss += float(F.cross_entropy(out, yb, reduction="sum"))
+            correct += int((out.argmax(1) == yb).sum())
+            n += len(yb)
+    return total_loss / max(n, 1), correct / max(n, 1)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=False))
+    tmp.replace(path)
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Drop log lines after ``last_step`` (steps of an epoch that was interrupted)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by the kill
+        if rec.get("step", 0) <= last_step:
+            keep.append(line)
+    path.write_text("".join(s + "\n" for s in keep))
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The per-step records of a run's ``log.jsonl``."""
+    return [json.loads(s) for s in Path(path).read_text().splitlines() if s.strip()]
+
+
+def plot_log(records: list[dict], path: str | Path, title: str = "") -> None:
+    """Entropy, expected cost and sampled-arch accuracy per step (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    fig, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
+    series = [("entropy", "entropy (nats)"), ("expected_cost", "expected cost"), ("acc", "val acc (sampled)")]
+    for ax, (key, label) in zip(axes, series):
+        ys = [r.get(key) for r in records]
+        if any(v is not None for v in ys):
+            ax.plot(steps, [np.nan if v is None else v for v in ys])
+        if key == "expected_cost" and all(v is None for v in ys):  # no expected cost: sample mean
+            ys = [r.get("mean_cost") for r in records]
+            if any(v is not None for v in ys):
+                ax.plot(steps, [np.nan if v is None else v for v in ys])
+        if key == "expected_cost" and records and records[-1].get("budget") is not None:
+            ax.axhline(records[-1]["budget"], color="r", ls="--", lw=1, label="budget")
+            ax.legend(loc="best")
+        if key == "expected_cost" and records:
+            label = f"expected {records[-1].get('cost_kind', 'cost')}"
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("search step")
+    if title:
+        axes[0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# -- the loop ------------------------------------------------------------------------
+def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = None) -> SearchResult:
+    """Run (or resume) one search; see the module docstring."""
+    import torch
+    import torch.nn.functional as F
+
+    from hwnas.cost import arch_cost
+    from hwnas.data import load_dataset
+    from hwnas.nn.supernet import Supernet
+    from hwnas.space import get_space
+
+    # One thread by default: the supernet's small per-path convs (batch 32-64, 32x32) ran
+    # 5x slower with torch's default two threads on a loaded 2-vCPU machine.
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    space = get_space(config.space)
+    out = Path(config.out) if config.out else None
+    ckpt_path = out / "checkpoint.pt" if out else None
+    checkpoint = None
+    if out is not None:
+        if config.resume and ckpt_path.exists():
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            saved = checkpoint["config"]
+            diff = [k for k, v in config.to_dict().items()
+                    if k not in _RESUMABLE and json.loads(json.dumps(saved.get(k), default=_json_default))
+                    != json.loads(json.dumps(v, default=_json_default))]
+            if diff:
+                raise SearchError(f"cannot resume {out}: settings differ from the checkpoint's: "
+                                  + ", ".join(f"{k}={config.to_dict()[k]!r} (was {saved.get(k)!r})" for k in diff))
+        elif not config.resume and (ckpt_path.exists() or (out / "result.json").exists()):
+            raise SearchError(f"{out} already holds a search run; pass --resume to continue it or choose another --out")
+
+    res = config.resolution or (max(space.resolutions) if space.searchable_resolution else space.default_resolution)
+    cost_res = None if space.searchable_resolution else int(res)
+
+    # -- budget and costs -------------------------------------------------------
+    predictor = _load_predictor(config, space)
+    budget = None
+    cost_fn = None
+    if config.latency_budget_ms is not None:
+        budget = pen.Budget("latency", float(config.latency_budget_ms))
+        cost_fn = pen.latency_cost_fn(predictor)
+    elif config.flops_budget is not None:
+        budget = pen.Budget("flops", float(config.flops_budget))
+        # checked with the space's class count first (fail fast, before loading data)
+        cost_fn = pen.flops_cost_fn(space, cost_res, None)
+    crange = pen.budget_check(space, budget, cost_fn, seed=config.seed) if budget is not None else None
+    if out is not None:  # the budget is sane: from here on the run leaves files
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "config.json", config.to_dict())
+    data = load_dataset(config.dataset, int(res), seed=config.seed, limit=config.limit)
+    ncls = data.num_classes
+    if budget is not None and budget.kind == "flops":
+        cost_fn = pen.flops_cost_fn(space, cost_res, ncls)
+    lat_fn = pen.latency_cost_fn(predictor) if predictor is not None else None
+
+    # expected cost of the distribution (logged; the differentiable penalty's term)
+    expected_fn = None
+    if budget is not None and budget.kind == "flops":
+        expected_fn = pen.expected_flops_fn(space, cost_res, ncls)
+    elif budget is not None and getattr(predictor, "differentiable", False):
+        expected_fn = predictor.expected_latency_torch
+    penalty_fn = None
+    if config.penalty == "differentiable" and budget is not None:
+        if expected_fn is None:
+            raise SearchError(f"the differentiable penalty needs a differentiable latency predictor (an 'mlp'); "
+                              f"{config.predictor} is a {type(predictor).__name__}: use --penalty hinge or mnas")
+        penalty_fn = pen.differentiable_penalty(expected_fn, budget.limit, config.penalty_weight)
+
+    # -- strategy, supernet, optimizer ------------------------------------------------
+    n_train = len(data.train)
+    steps_per_epoch = max(1, n_train // config.batch_size)
+    search_steps_total = steps_per_epoch * (config.epochs - config.warmup_epochs)
+    sparams = dict(seed=config.seed, samples_per_step=config.samples_per_step)
+    if config.strategy in ("parsec", "fpnas"):
+        sparams["arch_lr"] = config.arch_lr
+    if config.strategy == "fpnas":
+        sparams["switch_step"] = int(round(config.switch_fraction * search_steps_total))
+    sparams.update(config.strategy_params)
+    strategy = create_strategy(config.strategy, space, **sparams)
+    if penalty_fn is not None and not strategy.is_distribution:
+        raise SearchError(f"the differentiable penalty needs a distribution strategy (parsec, fpnas), "
+                          f"not {config.strategy!r}: use --penalty hinge or mnas")
+
+    net = Supernet(space, ncls, int(res), seed=config.seed)
+    optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=True)
+    warm_rng = np.random.default_rng(config.seed + 7919)
+    start_epoch, step, elapsed = 0, 0, 0.0
+    if checkpoint is not None:
+        net.load_state_dict(checkpoint["supernet"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        strategy.load_state_dict(checkpoint["strategy"])
+        warm_rng.bit_generator.state = checkpoint["warm_rng"]
+        torch.set_rng_state(checkpoint["torch_rng"])
+        start_epoch, step, elapsed = checkpoint["epoch"], checkpoint["step"], checkpoint["elapsed_s"]
+        _truncate_log(out / "log.jsonl", step)
+        log.info("resuming %s at epoch %d (step %d)", out, start_epoch, step)
+    elif out is not None and (out / "log.jsonl").exists():
+        (out / "log.jsonl").unlink()
+
+    xtr, ytr = data.train.tensors
+    xva, yva = data.val.tensors
+    n_val = len(yva)
+    vb = min(config.val_batch_size, n_val)
+    t_start = time.perf_counter()
+    log_f = open(out / "log.jsonl", "a") if out is not None else None
+    cost_kind = None if budget is None else budget.kind
+
+    def emit(event: dict) -> None:
+        if progress is not None:
+            progress(event)
+
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            net.train()
+            perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+            warm = epoch < config.warmup_epochs
+            vperm = torch.randperm(n_val, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch + 500))
+            for b in range(steps_per_epoch):
+                idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
+                xb, yb = xtr[idx], ytr[idx]
+                if warm:
+                    paths = [space.sample(warm_rng)]
+                else:
+                    archs = strategy.ask()
+                    paths = archs if config.train_paths == 0 else archs[:config.train_paths]
+                # supernet step: mean loss over the training paths
+                optimizer.zero_grad()
+                train_loss = 0.0
+                for a in paths:
+                    loss = F.cross_entropy(net(xb, a), yb) / len(paths)
+                    loss.backward()
+                    train_loss += float(loss.detach())
+                optimizer.step()
+                if warm:
+                    emit({"stage": "warmup", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch,
+                          "train_loss": train_loss})
+                    continue
+                # rewards on one validation batch, shaped by the budget
+                start = (b * vb) % max(n_val - vb + 1, 1)
+                vidx = vperm[start:start + vb]
+                losses, accs = zip(*(_eval_arch(net, a, xva[vidx], yva[vidx], vb) for a in archs))
+                losses, accs = np.asarray(losses), np.asarray(accs)
+                raw = -losses if config.reward == "loss" else accs
+                costs = cost_fn(archs) if cost_fn is not None else None
+                rewards = pen.shape_rewards(raw, costs, None if budget is None else budget.limit, config.penalty,
+                                            weight=config.penalty_weight, mnas_w=config.mnas_w, accuracy=accs)
+                strategy.tell(archs, rewards, penalty=penalty_fn)
+                step += 1
+                rec = _step_record(strategy, step, epoch, archs, losses, accs, rewards, costs, budget,
+                                   expected_fn, lat_fn, train_loss, cost_kind)
+                rec["time_s"] = round(elapsed + time.perf_counter() - t_start, 3)
+                if log_f is not None:
+                    log_f.write(json.dumps(rec, default=_json_default) + "\n")
+                    log_f.flush()
+                emit({"stage": "search", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch, **rec})
+            if out is not None:
+                torch.save({
+                    "config": config.to_dict(), "epoch": epoch + 1, "step": step,
+                    "elapsed_s": elapsed + time.perf_counter() - t_start,
+                    "supernet": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "strategy": strategy.state_dict(), "warm_rng": warm_rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                }, ckpt_path.with_suffix(".tmp"))
+                ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+            emit({"stage": "epoch", "epoch": epoch + 1, "epochs": config.epochs})
+    finally:
+        if log_f is not None:
+            log_f.close()
+
+    # -- final architecture -------------------------------------------------------------
+    fallback = crange.min_arch if crange is not None else None
+    choice = pen.select_final(strategy, cost_fn, None if budget is None else budget.limit, fallback=fallback)
+    arch = choice.arch
+    val_loss, val_acc = _eval_arch(net, arch, xva, yva, vb)
+    ac = arch_cost(space, arch, cost_res, ncls)
+    wall = elapsed + time.perf_counter() - t_start
+    pred_ms = float(lat_fn([arch])[0]) if lat_fn is not None else None
+    margin = None
+    if budget is not None:
+        margin = budget.margin(pred_ms if budget.kind == "latency" else ac.flops)
+    result = SearchResult(
+        space=space.name, arch=str(arch), resolution=space.resolution(arch, cost_res), strategy=config.strategy,
+        seed=config.seed, dataset=data.name, predictor=config.predictor,
+        latency_budget_ms=config.latency_budget_ms, flops_budget=config.flops_budget, penalty=config.penalty,
+        predicted_latency_ms=pred_ms, flops=int(ac.flops), params=int(ac.params),
+        supernet_val_acc=float(val_acc), supernet_val_loss=float(val_loss),
+        archs_sampled=int(strategy.archs_sampled), search_steps=int(step), epochs=config.epochs,
+        wall_time_s=round(float(wall), 3), budget_margin=None if margin is None else float(margin),
+        final_choice=choice.how,
+        final_log_prob=strategy.log_prob(arch) if strategy.is_distribution else None,
+        entropy=strategy.entropy() if strategy.is_distribution else None,
+        switched_at=getattr(strategy, "switched_at", None), out=None if out is None else str(out),
+    )
+    if out is not None:
+        torch.save(net.state_dict(), out / "supernet.pt")
+        _write_json(out / "result.json", result.to_dict())
+        records = read_log(out / "log.jsonl") if (out / "log.jsonl").exists() else []
+        if records:
+            plot_log(records, out / "search.png", f"{config.strategy} on {space.name}: {arch}")
+    return result
+
+
+def _step_record(strategy, step, epoch, archs, losses, accs, rewards, costs, budget, expected_fn, lat_fn,
+                 train_loss, cost_kind) -> dict:
+    import torch
+
+    rec = {
+        "step": step, "epoch": epoch, "k": len(archs), "archs_sampled": strategy.archs_sampled,
+        "phase": strategy.phase, "train_loss": round(train_loss, 5),
+        "loss": round(float(losses.mean()), 5), "acc": round(float(accs.mean()), 5),
+        "reward": round(float(np.mean(rewards)), 5),
+        "entropy": None, "top_arch": None, "expected_cost": None, "expected_latency_ms": None,
+        "cost_kind": cost_kind, "budget": None if budget is None else budget.limit,
+        "mean_cost": None if costs is None else float(np.mean(costs)),
+    }
+    if strategy.is_distribution:
+        rec["entropy"] = round(strategy.entropy(), 5)
+        top = strategy.dist.argmax()
+        rec["top_arch"] = str(top)
+        if expected_fn is not None:
+            with torch.no_grad():
+                rec["expected_cost"] = float(expected_fn(strategy.probs()))
+        if lat_fn is not None:
+            if budget is not None and budget.kind == "latency" and rec["expected_cost"] is not None:
+                rec["expected_latency_ms"] = rec["expected_cost"]
+            else:
+                rec["expected_latency_ms"] = float(lat_fn([top])[0])  # of the top arch
+    else:
+        rec["top_arch"] = str(strategy.best())
+    return rec

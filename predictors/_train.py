@@ -1,0 +1,46 @@
+"""Train a predictor on measured data with an honest held-out estimate (what the CLI runs).
+
+Split once (seeded), optionally pick the model by k-fold CV on the train split (``auto``),
+fit on the train split only, score on the held-out split, and record data provenance
+(device, sizes, metrics) in the predictor so a saved file says what it is good for.
+"""
+from __future__ import annotations
+
+from hwnas.errors import DataError, PredictorError
+
+from hwnas.predictors._data import LatencyData, split_rows
+from hwnas.predictors._registry import create_predictor, predictor_class
+from hwnas.predictors._select import AUTO_CANDIDATES, select_model
+
+
+def train_predictor(data: LatencyData, space, model: str = "mlp", *, test_fraction: float = 0.2, seed: int = 0,
+                    folds: int = 5, layer_table: dict | None = None, params: dict | None = None, on_cv=None):
+    """``(fitted predictor, report)``; the report holds held-out metrics and CV scores."""
+    if space.name != data.space:
+        raise DataError(f"the data is for space {data.space!r}, not {space.name!r}")
+    if model != "auto":
+        predictor_class(model)  # unknown name -> RegistryError listing the valid ones
+    tr, te = split_rows(len(data), test_fraction, seed)
+    train, test = data.subset(tr), data.subset(te)
+    report: dict = {"model": model, "n_total": len(data), "n_train": len(train), "n_test": len(test),
+                    "test_fraction": test_fraction, "seed": seed}
+    params = dict(params or {})
+    if model == "auto":
+        if len(train) < folds:
+            raise DataError(f"too little data for {folds}-fold cross-validation: {len(train)} training archs")
+        model, report["cv"] = select_model(space, train.archs, train.latency_ms, candidates=AUTO_CANDIDATES,
+                                           folds=folds, seed=seed, on_result=on_cv)
+        report["model"] = model
+        report["selected_by"] = f"{folds}-fold CV on the train split (within_10, then kendall_tau)"
+    if model == "lut":
+        if not layer_table:
+            raise PredictorError("model 'lut' needs per-layer latencies: train from --db after "
+                                 "'hwnas profile --layers' measured them")
+        params["table"] = layer_table
+    pred = create_predictor(model, space, seed=seed, **params).fit(list(train.archs), train.latency_ms)
+    metrics = pred.score(list(test.archs), test.latency_ms)
+    report["test_metrics"] = metrics
+    pred.metrics_ = {"heldout": metrics, "n_test": len(test), "test_fraction": test_fraction, "seed": seed,
+                     "source": data.source, **({"cv": report["cv"]} if "cv" in report else {})}
+    pred.device_id, pred.fingerprint, pred.device_name = data.device_id, data.fingerprint, data.device_name
+    return pred, report

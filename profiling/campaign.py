@@ -1,0 +1,249 @@
+"""A profiling campaign: sample archs, convert each to ONNX, measure, store one row each.
+
+Why this shape (nn-Meter's convert -> profile -> record): each arch is independent, so
+the loop body ``measure_arch`` is a pure function of (space, arch, settings) that runs
+in-process or as a Ray task, and only the driver writes to SQLite.
+
+Resuming: a campaign stores its planned arch list (in the ``campaigns`` table) before it
+measures anything and commits one row per arch.  Running the same command again finds
+the unfinished campaign with the same settings and measures only the planned archs that
+have no row yet, so a ``kill -9`` loses at most the arch in flight and never duplicates
+one.  A finished campaign is closed; the same command then plans ``num_archs`` *new*
+archs, skipping every arch already stored for this device and these settings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import signal
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+from hwnas.errors import HwnasError, ProfilingError, valid_list
+from hwnas.space import get_space
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    space: str
+    num_archs: int
+    ep: str = "cpu"
+    allow_fallback: bool = False
+    batch_size: int = 1
+    resolution: int | None = None
+    threads: int = 1
+    warmup: int = 10
+    runs: int | None = 50
+    time_budget_s: float | None = None
+    sampler: str = "stratified"
+    seed: int = 0
+    precision: str = "fp32"
+    trt_cache_dir: str | None = None
+    active_predictor: str | None = None  # --active: pick archs this predictor is least sure of
+
+    def measure_kwargs(self) -> dict:
+        opts = {"trt_fp16_enable": "True"} if self.precision == "fp16" else None
+        return dict(ep=self.ep, threads=self.threads, warmup=self.warmup, runs=self.runs,
+                    time_budget_s=self.time_budget_s, allow_fallback=self.allow_fallback,
+                    batch_size=self.batch_size, ep_options=opts, cache_dir=self.trt_cache_dir)
+
+
+@dataclass
+class CampaignResult:
+    campaign_id: int
+    device_id: str
+    planned: int
+    measured: int = 0  # rows written by this run (ok + error)
+    errors: int = 0
+    skipped: int = 0  # planned archs that already had a row (resume)
+    interrupted: bool = False
+    resumed: bool = False
+    wall_s: float = 0.0
+    timed_s: float = 0.0  # time inside timed inference runs
+    rows: list = field(default_factory=list)
+
+    @property
+    def overhead_share(self) -> float:
+        return 1.0 - self.timed_s / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+def check_config(cfg: CampaignConfig) -> None:
+    from hwnas.profiling.providers import check_ep
+
+    check_ep(cfg.ep)
+    for name in ("batch_size", "threads", "num_archs"):
+        if getattr(cfg, name) < (0 if name == "num_archs" else 1):
+            raise ProfilingError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.precision not in PRECISIONS:
+        raise ProfilingError(f"precision must be one of {valid_list(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.precision == "fp16" and cfg.ep != "tensorrt":
+        raise ProfilingError("precision fp16 needs --ep tensorrt (the ONNX graphs are float32)")
+
+
+def measure_arch(space_name: str, arch: str, cfg: CampaignConfig) -> dict:
+    """Build, export and measure one arch; a row dict (status 'error' with the error text
+    instead of raising, so one bad arch never stops a campaign)."""
+    import torch
+
+    from hwnas.cost import arch_cost
+    from hwnas.nn import build_model
+    from hwnas.profiling.onnx_graph import network_to_onnx, randomize_bn
+    from hwnas.profiling.runner import measure
+
+    space = get_space(space_name)
+    row = {"space": space_name, "arch": arch, "batch": cfg.batch_size, "precision": cfg.precision, "ep": cfg.ep}
+    try:
+        a = space.parse(arch)
+        row["resolution"] = res = space.resolution(a, cfg.resolution)
+        cost = arch_cost(space, a, res)
+        row.update(flops=cost.flops, params=cost.params)
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(space, a, res).eval()
+            randomize_bn(model)
+        t1 = time.perf_counter()
+        proto = network_to_onnx(model, batch_size=cfg.batch_size).SerializeToString()
+        t2 = time.perf_counter()
+        row.update(build_ms=(t1 - t0) * 1e3, export_ms=(t2 - t1) * 1e3)
+        m = measure(proto, **cfg.measure_kwargs())
+        row.update({k: v for k, v in m.to_dict().items() if k not in ("ep", "threads", "batch_size",
+                                                                       "fallback_reason", "cpu_median_ms")})
+        row["status"] = "ok"
+        extra = {"fallback_reason": m.fallback_reason, "cpu_median_ms": m.cpu_median_ms}
+        row["extra"] = {k: v for k, v in extra.items() if v is not None} or None
+    except (HwnasError, RuntimeError, ValueError, MemoryError) as e:
+        logger.warning("measuring %s failed: %s", arch, e)
+        row.update(status="error", error=f"{type(e).__name__}: {e}")
+        row.setdefault("resolution", cfg.resolution or space.default_resolution)
+        logger.debug("%s", traceback.format_exc())
+    return row
+
+
+def _resolution_filter(cfg: CampaignConfig) -> int | None:
+    """The fixed input resolution of the campaign, or None where each arch carries its own."""
+    space = get_space(cfg.space)
+    if space.searchable_resolution:
+        if cfg.resolution is not None:
+            raise ProfilingError(f"space {cfg.space!r} searches the resolution itself; drop --resolution")
+        return None
+    return space.resolution(None, cfg.resolution)
+
+
+def campaign_key(cfg: CampaignConfig, device_id: str) -> str:
+    d = asdict(cfg)
+    d.pop("trt_cache_dir")
+    d["device_id"] = device_id
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def campaign_device(cfg: CampaignConfig) -> dict:
+    """Fingerprint of the device the campaign will really measure on (fails early if the
+    provider cannot load and no fallback is allowed)."""
+    from hwnas.profiling.fingerprint import device_fingerprint
+    from hwnas.profiling.providers import choose_provider
+
+    choice = choose_provider(cfg.ep, allow_fallback=cfg.allow_fallback)
+    opts = cfg.measure_kwargs()["ep_options"]
+    return device_fingerprint(choice.ep_used, ep_options=opts, threads=cfg.threads,
+                              batch_size=cfg.batch_size, precision=cfg.precision)
+
+
+def plan_campaign(store, cfg: CampaignConfig, fingerprint: dict) -> tuple[int, list[str], bool]:
+    """(campaign id, planned archs, resumed?): the open campaign with these settings, or
+    a new one of ``num_archs`` archs not yet stored for this device and settings."""
+    from hwnas.profiling.sampling import sample_archs
+
+    dev = store.add_device(fingerprint)
+    key = campaign_key(cfg, dev)
+    found = store.open_campaign(key)
+    if found is not None:
+        return found[0], found[1], True
+    space = get_space(cfg.space)
+    done = store.measured_archs(dev, cfg.space, batch=cfg.batch_size, precision=cfg.precision, ep=cfg.ep,
+                                resolution=_resolution_filter(cfg))
+    if cfg.active_predictor:
+        from hwnas.profiling.active import pick_uncertain
+
+        picked = pick_uncertain(space, cfg.active_predictor, cfg.num_archs, sampler=cfg.sampler, seed=cfg.seed,
+                                exclude=done, resolution=cfg.resolution)
+    else:
+        picked = sample_archs(space, cfg.num_archs, sampler=cfg.sampler, seed=cfg.seed, exclude=done,
+                              resolution=cfg.resolution)
+    archs = [str(a) for a in picked]
+    cid = store.start_campaign(key, {**asdict(cfg), "device_id": dev}, archs)
+    return cid, archs, False
+
+
+class StopFlag:
+    """First Ctrl-C: finish the current arch, then stop.  Second Ctrl-C: stop now."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+        logger.warning("interrupted: stopping after the current architecture (Ctrl-C again to abort now)")
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | None = None,
+                 stop: StopFlag | None = None) -> CampaignResult:
+    """Run (or resume) a campaign into ``store``; ``on_row(row, result)`` after each commit."""
+    check_config(cfg)
+    res_filter = _resolution_filter(cfg)  # also validates --resolution against the space
+    t_start = time.perf_counter()
+    fp = campaign_device(cfg)
+    cid, planned, resumed = plan_campaign(store, cfg, fp)
+    dev = fp["device_id"]
+    have = store.measured_archs(dev, cfg.space, batch=cfg.batch_size, precision=cfg.precision, ep=cfg.ep,
+                                resolution=res_filter)
+    todo = [a for a in planned if a not in have]
+    res = CampaignResult(cid, dev, len(planned), skipped=len(planned) - len(todo), resumed=resumed)
+    if resumed:
+        logger.info("resuming campaign %d: %d of %d archs left", cid, len(todo), len(planned))
+
+    def record(row: dict) -> None:
+        if store.add_row(dev, row):
+            res.measured += 1
+            res.errors += row["status"] == "error"
+            res.timed_s += (row.get("timed_total_ms") or 0.0) / 1e3
+            res.rows.append(row)
+        if on_row is not None:
+            on_row(row, res)
+
+    stop = stop or StopFlag()
+    with stop:
+        if ray_address is not None:
+            from hwnas.profiling.distributed import run_on_ray
+
+            run_on_ray(todo, cfg, record, address=ray_address, stop=stop)
+        else:
+            for arch in todo:
+                if stop.stop:
+                    break
+                record(measure_arch(cfg.space, arch, cfg))
+    res.interrupted = stop.stop
+    if not res.interrupted:
+        store.finish_campaign(cid)
+    res.wall_s = time.perf_counter() - t_start
+    return res

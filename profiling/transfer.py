@@ -1,0 +1,138 @@
+"""Latency data in and out of the store: CSV / Parquet export, CSV import.
+
+Why import: a user should be able to train a predictor on latencies measured by another
+lab or on a device this machine cannot reach.  Imported rows get a device of their own
+(``--device NAME``; its id is a hash of the name) whose fingerprint records the name and
+the source file, and only the canonical ``arch`` string and ``latency_ms`` are required.
+Known columns (``mean_ms``, ``std_ms``, ``p10_ms``, ``p90_ms``, ``runs``, ``warmup``,
+``batch``, ``resolution``, ``precision``, ``ep``, ``flops``, ``params``) fill their own
+fields; every other column is kept as JSON in ``extra``.  The whole file is validated
+before anything is written, and written in one transaction, so a bad row changes nothing.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from hwnas.errors import DataError, HwnasError
+from hwnas.space import get_space
+
+EXPORT_COLUMNS = ("space", "arch", "latency_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "runs", "warmup",
+                  "batch", "resolution", "precision", "ep", "ep_used", "fallback", "flops", "params",
+                  "session_ms", "build_ms", "export_ms", "device_id", "device_name", "created")
+_FLOAT = ("mean_ms", "std_ms", "p10_ms", "p90_ms")
+_INT = ("runs", "warmup", "batch", "resolution", "flops", "params")
+_TEXT = ("precision", "ep")
+
+
+def export_rows(store, space: str | None = None, device: str | None = None) -> list[dict]:
+    """Successful rows as flat dicts with ``latency_ms`` = the stored median."""
+    dev = store.resolve_device(device, space) if device is not None and space is not None else None
+    if device is not None and space is None:
+        raise DataError("--device needs --space")
+    out = []
+    for r in store.rows(space, dev, status="ok"):
+        d = {k: r.get(k) for k in EXPORT_COLUMNS if k != "latency_ms"}
+        d["latency_ms"] = r["median_ms"]
+        out.append({k: d[k] for k in EXPORT_COLUMNS})
+    if not out:
+        raise DataError(f"nothing to export from {str(store.path)!r} (space={space}, device={device})")
+    return out
+
+
+def write_csv(rows: list[dict], path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_parquet(rows: list[dict], path) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise DataError("Parquet export needs pyarrow: pip install 'hwnas[parquet]'") from e
+    pq.write_table(pa.Table.from_pylist(rows), str(path))
+
+
+def imported_device(name: str, source) -> dict:
+    if not name or not name.strip():
+        raise DataError("--device must be a non-empty name for the imported data")
+    dev = hashlib.sha256(f"import:{name}".encode()).hexdigest()[:12]
+    return {"device_id": dev, "name": name, "imported": True, "source": Path(source).name}
+
+
+def read_import_csv(space_name: str, path) -> list[dict]:
+    """Validate a CSV of measured latencies; rows ready for ``LatencyStore.add_row``."""
+    space = get_space(space_name)
+    try:
+        f = open(path, newline="", encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"cannot read {str(path)!r}: {e}") from e
+    with f:
+        reader = csv.DictReader(row for row in f if not row.lstrip().startswith("#"))
+        cols = reader.fieldnames or []
+        missing = [c for c in ("arch", "latency_ms") if c not in cols]
+        if missing:
+            raise DataError(f"{str(path)!r} lacks column(s) {', '.join(missing)}; it has: {', '.join(cols) or 'none'}")
+        rows, seen = [], {}
+        for line, rec in enumerate(reader, start=2):
+            rows.append(_import_row(space, rec, line, path, seen))
+    if not rows:
+        raise DataError(f"{str(path)!r} has no data rows")
+    return rows
+
+
+def _import_row(space, rec: dict, line: int, path, seen: dict) -> dict:
+    where = f"{Path(path).name} line {line}"
+    try:
+        arch = space.parse(rec["arch"] or "")
+    except HwnasError as e:
+        raise DataError(f"{where}: bad arch for space {space.name!r}: {e}") from None
+    try:
+        lat = float(rec["latency_ms"])
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: latency_ms {rec['latency_ms']!r} is not a number") from None
+    if not math.isfinite(lat) or lat <= 0:
+        raise DataError(f"{where}: latency_ms must be finite and > 0, got {rec['latency_ms']!r}")
+    row = {"space": space.name, "arch": str(arch), "median_ms": lat, "status": "ok", "batch": 1,
+           "precision": "fp32", "ep": "imported"}
+    extra = {}
+    for k, v in rec.items():
+        if k in ("arch", "latency_ms") or k is None or v in (None, ""):
+            continue
+        try:
+            if k in _FLOAT:
+                row[k] = float(v)
+            elif k in _INT:
+                row[k] = int(float(v))
+            elif k in _TEXT:
+                row[k] = v
+            else:
+                extra[k] = v
+        except ValueError:
+            raise DataError(f"{where}: column {k!r} = {v!r} is not a number") from None
+    try:
+        row["resolution"] = space.resolution(arch, row.get("resolution"))
+    except HwnasError as e:
+        raise DataError(f"{where}: {e}") from None
+    key = (row["arch"], row["batch"], row["resolution"], row["precision"], row["ep"])
+    if key in seen:
+        raise DataError(f"{where}: duplicate of line {seen[key]} (same arch and settings)")
+    seen[key] = line
+    row["extra"] = json.dumps(extra, sort_keys=True) if extra else None
+    return row
+
+
+def import_csv(store, space: str, path, device: str) -> tuple[str, int]:
+    """Import a CSV into ``store`` under device ``device``; (device id, rows added)."""
+    rows = read_import_csv(space, path)
+    fp = imported_device(device, path)
+    with store.transaction():
+        dev = store.add_device(fp, name=device)
+        added = sum(store.add_row(dev, r) for r in rows)
+    return dev, added

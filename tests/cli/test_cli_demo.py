@@ -1,0 +1,73 @@
+"""The main job, end to end on a reduced configuration: profile -> predictor -> search -> export."""
+import json
+import sqlite3
+
+import onnx
+import pytest
+import torch
+
+from hwnas.cli.main import main
+from hwnas.errors import HwnasError
+from hwnas.pipeline import PipelineConfig, run_pipeline
+
+SMALL = dict(num_archs=16, warmup=2, runs=5, search_epochs=2, export_epochs=1, limit=200, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _rows(db):
+    with sqlite3.connect(db) as con:
+        return sorted(con.execute("SELECT arch, median_ms FROM latency").fetchall())
+
+
+@pytest.mark.slow
+def test_demo_chain_writes_one_run_folder_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    res = run_pipeline(PipelineConfig(out=str(out), **SMALL))
+    for name in ("pipeline.json", "latency.db", "predictor.hwp", "search/result.json", "search/supernet.pt",
+                 "model.onnx", "model.json", "summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arch"] == res.arch == json.loads((out / "search/result.json").read_text())["arch"]
+    assert res.archs_measured == 16
+    lo, hi = res.latency_range_ms
+    assert lo <= res.latency_budget_ms <= hi  # the default budget lies inside the measured range
+    assert res.predicted_latency_ms <= res.latency_budget_ms  # the search's pick meets it by prediction
+    assert res.measured_latency_ms > 0 and res.parity_max_abs_diff < 1e-3
+    meta = {p.key: p.value for p in onnx.load(out / "model.onnx").metadata_props}
+    assert meta["arch"] == res.arch
+    assert set(res.stage_seconds) == {"profile", "predictor", "search", "export"}
+
+    rows = _rows(out / "latency.db")
+    with pytest.raises(HwnasError, match="--resume"):
+        run_pipeline(PipelineConfig(out=str(out), **SMALL))
+    with pytest.raises(HwnasError, match="num_archs=20"):
+        run_pipeline(PipelineConfig(out=str(out), resume=True, **dict(SMALL, num_archs=20)))
+    again = run_pipeline(PipelineConfig(out=str(out), resume=True, **SMALL))
+    assert _rows(out / "latency.db") == rows  # nothing measured twice, nothing lost
+    assert again.arch == res.arch
+
+
+@pytest.mark.slow
+def test_demo_cli_quick_uses_shipped_latencies(tmp_path, capsys):
+    out = tmp_path / "quick"
+    try:
+        main(["demo", "--quick", "--out", str(out), "--search-epochs", "2", "--export-epochs", "0",
+              "--limit", "200", "--latency-budget", "0.2ms", "--json"])
+    except SystemExit as e:
+        assert e.code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["latency_source"].endswith("tiny_cpu.csv") and res["archs_measured"] >= 500
+    assert res["latency_budget_ms"] == 0.2 and res["predicted_latency_ms"] <= 0.2
+    assert not (out / "latency.db").exists()
+
+
+def test_demo_refuses_a_missing_parent_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--out", str(tmp_path / "no" / "run")])
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
