@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from hwnas import __version__
-from hwnas.errors import HwnasError, ProfilingError, valid_list
+from hwnas.errors import HwnasError, valid_list
 from hwnas.train import EpochStats, TrainConfig, TrainProgress
 
 log = logging.getLogger(__name__)
@@ -575,20 +575,10 @@ def ort_session(model: bytes | str | Path, ep: str = "cpu", *, allow_fallback: b
     silently runs on the CPU when a GPU provider cannot load; here that is a
     ``ProfilingError`` naming the reason unless ``allow_fallback``.
     """
-    from dataclasses import replace
-
-    from hwnas.profiling.providers import choose_provider, create_session, session_mismatch
+    from hwnas.profiling.providers import open_session
 
     data = model if isinstance(model, bytes) else Path(model).read_bytes()
-    choice = choose_provider(ep, allow_fallback=allow_fallback)
-    sess = create_session(data, choice, threads)
-    mismatch = session_mismatch(sess, choice)
-    if mismatch is not None:
-        if not allow_fallback:
-            raise ProfilingError(f"execution provider {ep!r} is not usable: {mismatch}")
-        log.warning("%s; falling back to cpu", mismatch)
-        choice = replace(choice, ep_used="cpu", fallback=True, reason=mismatch, providers=("CPUExecutionProvider",))
-        sess = create_session(data, choice, threads)
+    sess, choice, _ = open_session(data, ep, threads=threads, allow_fallback=allow_fallback)
     return sess, choice.ep_used
 
 

@@ -9,7 +9,6 @@ Duplicate archs are merged by their median (a campaign may be re-run).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.errors import ArchError, DataError
+from hwnas.errors import DataError
 from hwnas.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -45,45 +44,24 @@ class LatencyData:
 
 
 def read_latency_csv(path, space: SearchSpace) -> LatencyData:
+    """A latency CSV (validated by ``hwnas.profiling.transfer.read_latency_records``)."""
+    from hwnas.profiling.transfer import read_latency_records
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"latency CSV not found: {str(path)!r}")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(line for line in f if not line.lstrip().startswith("#"))
-        cols = reader.fieldnames or []
-        missing = [c for c in ("arch", "latency_ms") if c not in cols]
-        if missing:
-            raise DataError(f"{str(path)!r} lacks column(s) {missing}; a latency CSV needs a header with "
-                            f"'arch' and 'latency_ms' (found: {cols})")
-        archs, lat, devs, fps, names = [], [], set(), set(), set()
-        for num, row in enumerate(reader, start=1):
-            try:
-                a = str(space.parse(row["arch"]))
-            except ArchError as e:
-                raise DataError(f"{path.name}, row {num}: arch is not in space {space.name!r}: {e}") from None
-            try:
-                y = float(row["latency_ms"])
-            except (TypeError, ValueError):
-                raise DataError(f"{path.name}, row {num}: latency_ms {row['latency_ms']!r} is not a number") from None
-            if not np.isfinite(y) or y <= 0:
-                raise DataError(f"{path.name}, row {num}: latency_ms must be finite and > 0, got {y!r}")
-            archs.append(a)
-            lat.append(y)
-            if row.get("device_id"):
-                devs.add(row["device_id"])
-            if row.get("device_name"):
-                names.add(row["device_name"])
-            if row.get("fingerprint"):
-                fps.add(row["fingerprint"])
-    if not archs:
-        raise DataError(f"{str(path)!r} holds no latency rows")
+    records = read_latency_records(space, path)
+    devs = {r["device_id"] for _, _, r, _ in records if r.get("device_id")}
     if len(devs) > 1:
         raise DataError(f"{str(path)!r} mixes devices {sorted(devs)}; split it per device")
+    fps = {r["fingerprint"] for _, _, r, _ in records if r.get("fingerprint")}
+    names = {r["device_name"] for _, _, r, _ in records if r.get("device_name")}
     fingerprint = json.loads(fps.pop()) if len(fps) == 1 else None
     device_id = devs.pop() if devs else (fingerprint or {}).get("device_id")
     name = names.pop() if len(names) == 1 else None
-    return merge_duplicates(LatencyData(space.name, tuple(archs), np.asarray(lat), device_id, fingerprint,
-                                        str(path), name))
+    archs = tuple(a for a, _, _, _ in records)
+    latency = np.asarray([y for _, y, _, _ in records], dtype=np.float64)
+    return merge_duplicates(LatencyData(space.name, archs, latency, device_id, fingerprint, str(path), name))
 
 
 def load_store_data(db, space: SearchSpace, device: str | None = None) -> LatencyData:

@@ -15,7 +15,8 @@ import ctypes
 import io
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from hwnas.errors import ProfilingError, valid_list
@@ -135,3 +136,26 @@ def session_mismatch(sess, choice: ProviderChoice) -> str | None:
         return (f"asked for {EPS[choice.ep_used]} but the session runs on {used}: "
                 "the provider failed to initialise")
     return None
+
+
+def open_session(model_bytes: bytes, ep: str, *, threads: int, allow_fallback: bool = False,
+                 ep_options: dict | None = None, cache_dir: str | None = None):
+    """``(session, choice, session_ms)`` on ``ep``, checked: ORT silently runs on the CPU when
+    a GPU provider fails to initialise, so a session that does not run where it was asked to
+    is a ``ProfilingError`` unless ``allow_fallback``, which logs a WARNING and opens a CPU
+    session whose ``choice`` records the fallback.  ``session_ms`` times the session that is
+    returned.  The one place the runner and the exporter open sessions."""
+    choice = choose_provider(ep, allow_fallback=allow_fallback, ep_options=ep_options, cache_dir=cache_dir)
+    t0 = time.perf_counter()
+    sess = create_session(model_bytes, choice, threads)
+    session_ms = (time.perf_counter() - t0) * 1e3
+    mismatch = session_mismatch(sess, choice)
+    if mismatch is not None:
+        if not allow_fallback:
+            raise ProfilingError(f"execution provider {ep!r} is not usable: {mismatch}")
+        logger.warning("%s; FALLING BACK to cpu, recorded in the data", mismatch)
+        choice = replace(choice, ep_used="cpu", fallback=True, reason=mismatch, providers=(EPS["cpu"],))
+        t0 = time.perf_counter()
+        sess = create_session(model_bytes, choice, threads)
+        session_ms = (time.perf_counter() - t0) * 1e3
+    return sess, choice, session_ms

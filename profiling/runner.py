@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hwnas.errors import ProfilingError
-from hwnas.profiling.providers import choose_provider, create_session, session_mismatch
+from hwnas.profiling.providers import open_session
 from hwnas.profiling.stats import summarize
 
 logger = logging.getLogger(__name__)
@@ -136,19 +136,8 @@ def measure(model, *, ep: str = "cpu", threads: int = 1, warmup: int = 10, runs:
     if time_budget_s is not None and not time_budget_s > 0:
         raise ProfilingError(f"time_budget_s must be > 0, got {time_budget_s}")
     data = _load_bytes(model)
-    choice = choose_provider(ep, allow_fallback=allow_fallback, ep_options=ep_options, cache_dir=cache_dir)
-    t0 = time.perf_counter()
-    sess = create_session(data, choice, threads)
-    session_ms = (time.perf_counter() - t0) * 1e3
-    mismatch = session_mismatch(sess, choice)
-    if mismatch is not None:
-        if not allow_fallback:
-            raise ProfilingError(f"execution provider {ep!r} is not usable: {mismatch}")
-        logger.warning("%s; FALLING BACK to cpu, recorded in the data", mismatch)
-        choice = replace(choice, ep_used="cpu", fallback=True, reason=mismatch, providers=("CPUExecutionProvider",))
-        t0 = time.perf_counter()
-        sess = create_session(data, choice, threads)
-        session_ms = (time.perf_counter() - t0) * 1e3
+    sess, choice, session_ms = open_session(data, ep, threads=threads, allow_fallback=allow_fallback,
+                                            ep_options=ep_options, cache_dir=cache_dir)
     feed, batch = _input_feed(sess, batch_size)
     runner = _Runner(sess, feed, choice.ep_used)
     perf = time.perf_counter

@@ -66,44 +66,55 @@ def imported_device(name: str, source) -> dict:
     return {"device_id": dev, "name": name, "imported": True, "source": Path(source).name}
 
 
-def read_import_csv(space_name: str, path) -> list[dict]:
-    """Validate a CSV of measured latencies; rows ready for ``LatencyStore.add_row``."""
-    space = get_space(space_name)
+def read_latency_records(space, path) -> list[tuple[str, float, dict, str]]:
+    """The validated data rows of a latency CSV: ``(arch, latency_ms, the other columns,
+    'FILE line N')`` each.  The one reader of the format, shared by ``hwnas data import``
+    and ``hwnas predictor train --csv``: a header with at least ``arch`` (the space's
+    canonical string) and ``latency_ms`` (finite, > 0), ``#`` lines are comments."""
     try:
         f = open(path, newline="", encoding="utf-8")
     except OSError as e:
         raise DataError(f"cannot read {str(path)!r}: {e}") from e
+    out = []
     with f:
         reader = csv.DictReader(row for row in f if not row.lstrip().startswith("#"))
         cols = reader.fieldnames or []
         missing = [c for c in ("arch", "latency_ms") if c not in cols]
         if missing:
             raise DataError(f"{str(path)!r} lacks column(s) {', '.join(missing)}; it has: {', '.join(cols) or 'none'}")
-        rows, seen = [], {}
         for line, rec in enumerate(reader, start=2):
-            rows.append(_import_row(space, rec, line, path, seen))
-    if not rows:
+            where = f"{Path(path).name} line {line}"
+            try:
+                arch = str(space.parse(rec["arch"] or ""))
+            except HwnasError as e:
+                raise DataError(f"{where}: bad arch for space {space.name!r}: {e}") from None
+            try:
+                lat = float(rec["latency_ms"])
+            except (TypeError, ValueError):
+                raise DataError(f"{where}: latency_ms {rec['latency_ms']!r} is not a number") from None
+            if not math.isfinite(lat) or lat <= 0:
+                raise DataError(f"{where}: latency_ms must be finite and > 0, got {rec['latency_ms']!r}")
+            others = {k: v for k, v in rec.items() if k not in ("arch", "latency_ms") and k is not None}
+            out.append((arch, lat, others, where))
+    if not out:
         raise DataError(f"{str(path)!r} has no data rows")
-    return rows
+    return out
 
 
-def _import_row(space, rec: dict, line: int, path, seen: dict) -> dict:
-    where = f"{Path(path).name} line {line}"
-    try:
-        arch = space.parse(rec["arch"] or "")
-    except HwnasError as e:
-        raise DataError(f"{where}: bad arch for space {space.name!r}: {e}") from None
-    try:
-        lat = float(rec["latency_ms"])
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: latency_ms {rec['latency_ms']!r} is not a number") from None
-    if not math.isfinite(lat) or lat <= 0:
-        raise DataError(f"{where}: latency_ms must be finite and > 0, got {rec['latency_ms']!r}")
-    row = {"space": space.name, "arch": str(arch), "median_ms": lat, "status": "ok", "batch": 1,
+def read_import_csv(space_name: str, path) -> list[dict]:
+    """Validate a CSV of measured latencies; rows ready for ``LatencyStore.add_row``."""
+    space = get_space(space_name)
+    seen: dict = {}
+    return [_import_row(space, arch, lat, rec, where, seen)
+            for arch, lat, rec, where in read_latency_records(space, path)]
+
+
+def _import_row(space, arch: str, lat: float, rec: dict, where: str, seen: dict) -> dict:
+    row = {"space": space.name, "arch": arch, "median_ms": lat, "status": "ok", "batch": 1,
            "precision": "fp32", "ep": "imported"}
     extra = {}
     for k, v in rec.items():
-        if k in ("arch", "latency_ms") or k is None or v in (None, ""):
+        if v in (None, ""):
             continue
         try:
             if k in _FLOAT:
@@ -117,13 +128,13 @@ def _import_row(space, rec: dict, line: int, path, seen: dict) -> dict:
         except ValueError:
             raise DataError(f"{where}: column {k!r} = {v!r} is not a number") from None
     try:
-        row["resolution"] = space.resolution(arch, row.get("resolution"))
+        row["resolution"] = space.resolution(space.parse(arch), row.get("resolution"))
     except HwnasError as e:
         raise DataError(f"{where}: {e}") from None
     key = (row["arch"], row["batch"], row["resolution"], row["precision"], row["ep"])
     if key in seen:
-        raise DataError(f"{where}: duplicate of line {seen[key]} (same arch and settings)")
-    seen[key] = line
+        raise DataError(f"{where}: duplicate of {seen[key]} (same arch and settings)")
+    seen[key] = where
     row["extra"] = json.dumps(extra, sort_keys=True) if extra else None
     return row
 

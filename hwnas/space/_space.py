@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwnas.errors import ArchError, valid_list
-from hwnas.space._ops import Op, parse_op
+from hwnas.space._ops import Op
 
 RESOLUTION = "resolution"
 

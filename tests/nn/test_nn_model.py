@@ -1,5 +1,4 @@
 """``Arch -> nn.Module`` for every space, any class count, every allowed resolution."""
-import numpy as np
 import pytest
 import torch
 

@@ -137,8 +137,8 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys, micro_space, store_db):
     cases = {
         "nan.csv": ([good, "k5_e3-k3_e1-skip"], ["nan", "1.0"], "finite and > 0"),
         "neg.csv": ([good, "k5_e3-k3_e1-skip"], ["-1", "1.0"], "finite and > 0"),
-        "space.csv": (["k3_e2-k3_e2-k3_e2-k3_e2-k3_e2-k3_e2"], ["1.0"], "not in space 'micro'"),
-        "empty.csv": ([], [], "no latency rows"),
+        "space.csv": (["k3_e2-k3_e2-k3_e2-k3_e2-k3_e2-k3_e2"], ["1.0"], "bad arch for space 'micro'"),
+        "empty.csv": ([], [], "has no data rows"),
     }
     for name, (archs, ys, msg) in cases.items():
         p = tmp_path / name

@@ -77,5 +77,5 @@ def test_missing_columns_and_duplicates(micro_space, tmp_path):
             import_csv(d, "micro", p, "lab")
         a = str(micro_space.sample(0))
         p.write_text(f"arch,latency_ms\n{a},1\n{a},2\n")
-        with pytest.raises(DataError, match="line 3: duplicate of line 2"):
+        with pytest.raises(DataError, match="line 3: duplicate of in.csv line 2"):
             import_csv(d, "micro", p, "lab")
