@@ -39,6 +39,14 @@ class SearchError(HwnasError):
     """A budget or search configuration that cannot work."""
 
 
+class TrainError(HwnasError):
+    """A training configuration that cannot work, or a run that diverged."""
+
+
+class ExportError(HwnasError):
+    """An export that cannot run as asked (bad run folder, output path, parity failure)."""
+
+
 def valid_list(values) -> str:
     """Format a collection of valid values for an error message."""
     return ", ".join(str(v) for v in values)

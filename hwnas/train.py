@@ -17,13 +17,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from hwnas.errors import HwnasError, valid_list
+from hwnas.errors import TrainError, valid_list
 
 log = logging.getLogger(__name__)
-
-
-class TrainError(HwnasError):
-    """A training configuration that cannot work, or a run that diverged."""
 
 
 OPTIMIZERS = ("sgd", "adamw")

@@ -123,7 +123,7 @@ def _print_export(r) -> None:
 @json_option
 def evaluate(model, dataset, ep, allow_fallback, threads, batch_size, resolution, limit, runs, no_latency, as_json):
     """Accuracy and latency of an exported ONNX MODEL on a dataset's validation split."""
-    from hwnas.export import evaluate_onnx
+    from hwnas.evaluate import evaluate_onnx
 
     res = evaluate_onnx(model, dataset, ep=ep, allow_fallback=allow_fallback, threads=threads,
                         batch_size=batch_size, resolution=resolution, limit=limit,

@@ -6,7 +6,9 @@ import json
 import pytest
 
 from hwnas.errors import ArchError, HwnasError
-from hwnas.export import ExportConfig, ExportError, evaluate_onnx, export_arch, read_run
+from hwnas.errors import ExportError, ProfilingError
+from hwnas.evaluate import evaluate_onnx
+from hwnas.export import ExportConfig, export_arch, read_run
 
 TINY_ARCH = "k3_e2_w0.5-skip-k3_e2_w0.5-skip-k3_e2_w0.5-skip"
 
@@ -63,7 +65,7 @@ def test_bad_output_paths(tmp_path):
 
 
 def test_bad_options(tmp_path):
-    with pytest.raises(ExportError, match="ep must be one of cpu, cuda, tensorrt, got 'tpu'"):
+    with pytest.raises(ProfilingError, match="unknown execution provider 'tpu'; valid: cpu, cuda, tensorrt"):
         export_arch(_cfg(tmp_path, arch=TINY_ARCH, ep="tpu"))
     with pytest.raises(ExportError, match="opset must be between 13 and 21, got 9"):
         export_arch(_cfg(tmp_path, arch=TINY_ARCH, opset=9))

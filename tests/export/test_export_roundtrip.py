@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from hwnas import __version__
-from hwnas.export import ExportConfig, check_parity, evaluate_onnx, export_arch, ort_logits, ort_session, read_metadata
+from hwnas.evaluate import check_parity, evaluate_onnx, ort_logits, ort_session, read_metadata
+from hwnas.export import ExportConfig, export_arch
 
 ARCH = "k3_e3-k5_e1_w0.5-k3_e1"  # a micro-space arch with a residual layer and both kernels
 LIMIT = 240  # digits images used: 190 train / 50 val (stratified, 24 a class)

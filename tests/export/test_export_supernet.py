@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.export import ExportConfig, ExportError, export_arch, ort_logits, ort_session
+from hwnas.errors import ExportError
+from hwnas.evaluate import ort_logits, ort_session
+from hwnas.export import ExportConfig, export_arch
 from hwnas.profiling.onnx_graph import randomize_bn
 
 ARCH = "k5_e3_w0.5-k3_e3-skip"
