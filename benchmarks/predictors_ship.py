@@ -24,18 +24,19 @@ def main():
     ap.add_argument("--space", default="tiny")
     ap.add_argument("--model", default="mlp")
     ap.add_argument("--out", default="data/predictors/tiny_cpu.hwp")
+    ap.add_argument("--repeats", type=int, default=3, help="sessions per arch of the CSV's protocol (hwnas profile --repeats)")
     args = ap.parse_args()
     space = get_space(args.space)
     data = read_latency_csv(args.csv, space)
     pred, report = train_predictor(data, space, args.model, test_fraction=0.2, seed=0)
-    try:
-        from hwnas.profiling.fingerprint import device_fingerprint
+    from hwnas.profiling.fingerprint import device_fingerprint
 
-        here = device_fingerprint("cpu", threads=1)
-        if here["device_id"] == data.device_id:
-            pred.fingerprint = here
-    except Exception as e:  # noqa: BLE001 - the fingerprint is informative; the device id is recorded anyway
-        print(f"no fingerprint attached: {e}")
+    # the CSV carries only the device id: attach the full fingerprint when this is that device
+    here = device_fingerprint("cpu", threads=1, repeats=args.repeats)
+    if here["device_id"] == data.device_id:
+        pred.fingerprint = here
+    else:
+        print(f"no fingerprint attached: this machine is device {here['device_id']}, the CSV's is {data.device_id}")
     pred.save(args.out)
     back = load_predictor(args.out, space=space)
     print(json.dumps({"out": args.out, "device_id": back.device_id, "device_name": back.device_name,

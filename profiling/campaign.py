@@ -10,6 +10,23 @@ the unfinished campaign with the same settings and measures only the planned arc
 have no row yet, so a ``kill -9`` loses at most the arch in flight and never duplicates
 one.  A finished campaign is closed; the same command then plans ``num_archs`` *new*
 archs, skipping every arch already stored for this device and these settings.
+
+Repeats (``repeats=R``, default 3): the latency of one fresh session is bimodal on a shared
+host, because the whole vCPU runs 1.2-1.8x slower for seconds at a time (host contention;
+``benchmarks/results/profiling_phases.md``), and the timed runs of one session all fall in
+the same phase.  So each arch is measured in R fresh sessions *spread in time* and the
+stored ``median_ms`` is the lowest of the R session medians (contention only adds time, so
+the minimum estimates the uncontended latency; see ``hwnas.profiling.runner``).  To spread
+them, the campaign works in chunks of ``chunk`` archs: each arch of the chunk is built and
+exported once (the ONNX bytes stay in memory), then round 1 measures every arch of the
+chunk, round 2 again, ...; the R sessions of an arch are one round (``chunk`` sessions)
+apart, instead of back to back inside one slow phase.  An arch's row is committed once,
+right after its last session, so the resume guarantee is unchanged: a ``kill -9`` loses
+the unfinished archs of the current chunk (they have no row and are measured again, all R
+sessions, on resume) and never duplicates one.  The row keeps every session median
+(``extra.session_medians_ms``, time order) and the statistics (mean/std/p10/p90, runs) of
+the chosen session; its cost columns (``session_ms``, ``first_run_ms``,
+``timed_total_ms``) are the totals over its R sessions, i.e. what measuring it cost.
 """
 from __future__ import annotations
 
@@ -28,6 +45,8 @@ from hwnas.space import get_space
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16")
+DEFAULT_REPEATS = 3
+DEFAULT_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,8 @@ class CampaignConfig:
     precision: str = "fp32"
     trt_cache_dir: str | None = None
     active_predictor: str | None = None  # --active: pick archs this predictor is least sure of
+    repeats: int = DEFAULT_REPEATS  # fresh sessions per arch, spread in time; the lowest median is stored
+    chunk: int = DEFAULT_CHUNK  # archs measured round-robin, so an arch's sessions are a round apart
 
     def measure_kwargs(self) -> dict:
         opts = {"trt_fp16_enable": "True"} if self.precision == "fp16" else None
@@ -78,7 +99,7 @@ def check_config(cfg: CampaignConfig) -> None:
     from hwnas.profiling.providers import check_ep
 
     check_ep(cfg.ep)
-    for name in ("batch_size", "threads", "num_archs"):
+    for name in ("batch_size", "threads", "num_archs", "repeats", "chunk"):
         if getattr(cfg, name) < (0 if name == "num_archs" else 1):
             raise ProfilingError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.precision not in PRECISIONS:
@@ -87,15 +108,14 @@ def check_config(cfg: CampaignConfig) -> None:
         raise ProfilingError("precision fp16 needs --ep tensorrt (the ONNX graphs are float32)")
 
 
-def measure_arch(space_name: str, arch: str, cfg: CampaignConfig) -> dict:
-    """Build, export and measure one arch; a row dict (status 'error' with the error text
-    instead of raising, so one bad arch never stops a campaign)."""
+def prepare_arch(space_name: str, arch: str, cfg: CampaignConfig) -> tuple[dict, bytes | None]:
+    """Build and export one arch: (row with its cost and build/export times, ONNX bytes),
+    or (an error row, None)."""
     import torch
 
     from hwnas.cost import arch_cost
     from hwnas.nn import build_model
     from hwnas.profiling.onnx_graph import network_to_onnx, randomize_bn
-    from hwnas.profiling.runner import measure
 
     space = get_space(space_name)
     row = {"space": space_name, "arch": arch, "batch": cfg.batch_size, "precision": cfg.precision, "ep": cfg.ep}
@@ -113,18 +133,91 @@ def measure_arch(space_name: str, arch: str, cfg: CampaignConfig) -> dict:
         proto = network_to_onnx(model, batch_size=cfg.batch_size).SerializeToString()
         t2 = time.perf_counter()
         row.update(build_ms=(t1 - t0) * 1e3, export_ms=(t2 - t1) * 1e3)
-        m = measure(proto, **cfg.measure_kwargs())
-        row.update({k: v for k, v in m.to_dict().items() if k not in ("ep", "threads", "batch_size",
-                                                                       "fallback_reason", "cpu_median_ms")})
-        row["status"] = "ok"
-        extra = {"fallback_reason": m.fallback_reason, "cpu_median_ms": m.cpu_median_ms}
-        row["extra"] = {k: v for k, v in extra.items() if v is not None} or None
+        return row, proto
     except (HwnasError, RuntimeError, ValueError, MemoryError) as e:
-        logger.warning("measuring %s failed: %s", arch, e)
-        row.update(status="error", error=f"{type(e).__name__}: {e}")
-        row.setdefault("resolution", cfg.resolution or space.default_resolution)
-        logger.debug("%s", traceback.format_exc())
+        return _error_row(row, arch, e, cfg, space), None
+
+
+def _error_row(row: dict, arch: str, e: Exception, cfg: CampaignConfig, space=None) -> dict:
+    logger.warning("measuring %s failed: %s", arch, e)
+    logger.debug("%s", traceback.format_exc())
+    row.update(status="error", error=f"{type(e).__name__}: {e}")
+    row.setdefault("resolution", cfg.resolution or (space or get_space(row["space"])).default_resolution)
     return row
+
+
+def measure_session(data: bytes, cfg: CampaignConfig):
+    """One fresh session of the campaign's protocol (a ``Measurement``)."""
+    from hwnas.profiling.runner import measure
+
+    return measure(data, **cfg.measure_kwargs())
+
+
+def finish_row(row: dict, sessions: list) -> dict:
+    """The row of an arch from its sessions (time order): statistics of the lowest-median
+    session, every session median in ``extra``, cost columns summed over the sessions."""
+    from hwnas.profiling.runner import combine_sessions
+
+    m = combine_sessions(sessions)
+    row.update({k: v for k, v in m.to_dict().items() if k not in (
+        "ep", "threads", "batch_size", "fallback_reason", "cpu_median_ms", "repeats", "session_medians_ms")})
+    for k in ("session_ms", "first_run_ms", "timed_total_ms"):
+        row[k] = float(sum(getattr(s, k) for s in sessions))
+    if m.engine_build_ms is not None:
+        row["engine_build_ms"] = float(sum(s.engine_build_ms or 0.0 for s in sessions))
+    row["status"] = "ok"
+    extra = {"fallback_reason": m.fallback_reason, "cpu_median_ms": m.cpu_median_ms, "repeats": len(sessions),
+             "session_medians_ms": [round(s.median_ms, 6) for s in sessions] if len(sessions) > 1 else None,
+             "chosen_session": sessions.index(min(sessions, key=lambda s: s.median_ms)) if len(sessions) > 1
+             else None}
+    row["extra"] = {k: v for k, v in extra.items() if v is not None} or None
+    return row
+
+
+def measure_arch(space_name: str, arch: str, cfg: CampaignConfig) -> dict:
+    """Build, export and measure one arch in ``cfg.repeats`` sessions *back to back*; a row
+    dict (status 'error' with the error text instead of raising, so one bad arch never
+    stops a campaign).  The in-process campaign spreads the sessions in time instead
+    (``measure_chunk``); this is the unit of work of a Ray task."""
+    row, data = prepare_arch(space_name, arch, cfg)
+    if data is None:
+        return row
+    try:
+        return finish_row(row, [measure_session(data, cfg) for _ in range(cfg.repeats)])
+    except (HwnasError, RuntimeError, ValueError, MemoryError) as e:
+        return _error_row(row, arch, e, cfg)
+
+
+def measure_chunk(space_name: str, archs: list[str], cfg: CampaignConfig, record, stop=None) -> None:
+    """Measure ``archs`` round-robin: build/export each once, then ``cfg.repeats`` rounds of
+    one fresh session per arch; ``record(row)`` each arch right after its last session.
+    A stop request ends the chunk at the next session: unfinished archs get no row."""
+    prepared = []
+    for arch in archs:
+        if stop is not None and stop.stop:
+            return
+        row, data = prepare_arch(space_name, arch, cfg)
+        if data is None:
+            record(row)
+        else:
+            prepared.append([row, data, []])
+    for rnd in range(cfg.repeats):
+        last = rnd == cfg.repeats - 1
+        for item in prepared:
+            row, data, sessions = item
+            if data is None:  # failed in an earlier round: already recorded
+                continue
+            if stop is not None and stop.stop:
+                return
+            try:
+                sessions.append(measure_session(data, cfg))
+            except (HwnasError, RuntimeError, ValueError, MemoryError) as e:
+                item[1] = None
+                record(_error_row(row, row["arch"], e, cfg))
+                continue
+            if last:
+                item[1] = None  # free the model bytes
+                record(finish_row(row, sessions))
 
 
 def _resolution_filter(cfg: CampaignConfig) -> int | None:
@@ -140,6 +233,7 @@ def _resolution_filter(cfg: CampaignConfig) -> int | None:
 def campaign_key(cfg: CampaignConfig, device_id: str) -> str:
     d = asdict(cfg)
     d.pop("trt_cache_dir")
+    d.pop("chunk")  # how sessions are interleaved, not what is measured: resume with another --chunk
     d["device_id"] = device_id
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -153,7 +247,7 @@ def campaign_device(cfg: CampaignConfig) -> dict:
     choice = choose_provider(cfg.ep, allow_fallback=cfg.allow_fallback)
     opts = cfg.measure_kwargs()["ep_options"]
     return device_fingerprint(choice.ep_used, ep_options=opts, threads=cfg.threads,
-                              batch_size=cfg.batch_size, precision=cfg.precision)
+                              batch_size=cfg.batch_size, precision=cfg.precision, repeats=cfg.repeats)
 
 
 def plan_campaign(store, cfg: CampaignConfig, fingerprint: dict) -> tuple[int, list[str], bool]:
@@ -183,7 +277,8 @@ def plan_campaign(store, cfg: CampaignConfig, fingerprint: dict) -> tuple[int, l
 
 
 class StopFlag:
-    """First Ctrl-C: finish the current arch, then stop.  Second Ctrl-C: stop now."""
+    """First Ctrl-C: finish the current session, then stop (archs of the chunk without all
+    their sessions get no row and are measured again on resume).  Second Ctrl-C: stop now."""
 
     def __init__(self):
         self.stop = False
@@ -198,7 +293,7 @@ class StopFlag:
         if self.stop:
             raise KeyboardInterrupt
         self.stop = True
-        logger.warning("interrupted: stopping after the current architecture (Ctrl-C again to abort now)")
+        logger.warning("interrupted: stopping after the current session (Ctrl-C again to abort now)")
 
     def __exit__(self, *exc):
         if self._old is not None:
@@ -238,10 +333,10 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
 
             run_on_ray(todo, cfg, record, address=ray_address, stop=stop)
         else:
-            for arch in todo:
+            for i in range(0, len(todo), cfg.chunk):
                 if stop.stop:
                     break
-                record(measure_arch(cfg.space, arch, cfg))
+                measure_chunk(cfg.space, todo[i:i + cfg.chunk], cfg, record, stop)
     res.interrupted = stop.stop
     if not res.interrupted:
         store.finish_campaign(cid)

@@ -7,6 +7,13 @@ of machines each measures its own device.  The driver keeps a bounded window of 
 flight and commits each result as ``ray.wait`` returns it, so an interrupted campaign
 keeps every finished row.
 
+Repeats: a task measures its arch's ``repeats`` sessions back to back (``measure_arch``),
+not spread over a chunk as the in-process campaign does: chunking would have to pin a
+chunk to one worker and stream rows back per chunk, and with many workers the archs'
+sessions already interleave with other tasks.  So on Ray the R sessions can fall into
+one slow phase of a contended host; the minimum over them still removes the phases that
+are shorter than one session.
+
 Caveat stated plainly: CPU tasks on one machine share caches and memory bandwidth, so
 for the cleanest CPU numbers run one task per machine (``--threads`` = cores).
 """

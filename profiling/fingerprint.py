@@ -7,6 +7,11 @@ every row points to it; a predictor remembers it and refuses other devices.  The
 version, execution provider and its options, threads, batch, precision), so the same
 machine with the same settings always maps to the same id, while a cosmetic field (the
 host name) does not change it.
+
+The measurement protocol's ``repeats`` (fresh sessions per arch, the lowest median kept)
+also changes the numbers (by 10-40% on a host with contention phases), so it is part of
+the fingerprint and of the id, but only when it is not 1: ids of data measured before
+repeats existed (one session) stay what they were.
 """
 from __future__ import annotations
 
@@ -58,7 +63,7 @@ def gpu_info() -> tuple[str | None, str | None]:
 
 
 def device_fingerprint(ep: str = "cpu", *, ep_options: dict | None = None, threads: int = 1,
-                       batch_size: int = 1, precision: str = "fp32") -> dict:
+                       batch_size: int = 1, precision: str = "fp32", repeats: int = 1) -> dict:
     """A JSON-able dict describing the device and measurement settings.
 
     ``ep`` is the execution provider that actually runs (after any fallback).  The GPU
@@ -82,6 +87,7 @@ def device_fingerprint(ep: str = "cpu", *, ep_options: dict | None = None, threa
         "threads": int(threads),
         "batch_size": int(batch_size),
         "precision": precision,
+        "repeats": int(repeats),
         "hostname": platform.node(),
         "python": platform.python_version(),
     }
@@ -92,6 +98,8 @@ def device_fingerprint(ep: str = "cpu", *, ep_options: dict | None = None, threa
 def device_id(fp: dict) -> str:
     """Stable 12-hex-digit hash of the fields of ``fp`` that change numbers."""
     key = {k: fp.get(k) for k in ID_FIELDS}
+    if (fp.get("repeats") or 1) != 1:  # protocol field; absent/1 keeps the ids of one-session data
+        key["repeats"] = int(fp["repeats"])
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -101,4 +109,5 @@ def device_name(fp: dict) -> str:
     hw = fp.get("gpu_name") or fp.get("cpu_model") or fp.get("name") or "unknown"
     if fp.get("ep") is None:
         return str(hw)
-    return f"{hw} / {fp['ep']} / {fp.get('threads')}t / b{fp.get('batch_size')} {fp.get('precision')}"
+    name = f"{hw} / {fp['ep']} / {fp.get('threads')}t / b{fp.get('batch_size')} {fp.get('precision')}"
+    return name + (f" / R{fp['repeats']}" if (fp.get("repeats") or 1) != 1 else "")

@@ -23,6 +23,11 @@ from hwnas.cli._progress import CampaignBar
 @click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs (discarded).")
 @click.option("--runs", type=int, default=None, help="Timed runs per arch [default: 50].")
 @click.option("--time-budget", type=float, default=None, help="Seconds of timed runs per arch (instead of --runs).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Fresh sessions per arch, spread in time; the lowest session median is stored "
+                   "(robust to host-contention phases). 1 = the old one-session protocol.")
+@click.option("--chunk", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Archs measured round-robin, so an arch's --repeats sessions are one round apart.")
 @click.option("--sampler", type=click.Choice(["stratified", "uniform"]), default="stratified", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS", help="Run measurements on Ray.")
@@ -32,13 +37,14 @@ from hwnas.cli._progress import CampaignBar
               help="Saved predictor for --active.")
 @json_option
 def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, resolution, threads, warmup, runs, time_budget,
-            sampler, seed, ray_address, layers, active, predictor, as_json):
+            repeats, chunk, sampler, seed, ray_address, layers, active, predictor, as_json):
     """Measure ONNX Runtime latency of NUM_ARCHS new archs of SPACE into DB.
 
     \b
-    Each arch: build -> ONNX -> fresh session -> warm-up -> timed runs -> one committed row
-    (median, mean, std, p10, p90, the device fingerprint).  Ctrl-C stops after the current
-    arch; the same command resumes.
+    Each arch: build -> ONNX -> REPEATS fresh sessions (warm-up -> timed runs), spread in
+    time over a chunk of archs -> one committed row (the lowest session median, every
+    session median, mean/std/p10/p90 of that session, the device fingerprint).  Ctrl-C stops
+    after the current session; the same command resumes.
     """
     from hwnas.profiling.campaign import CampaignConfig
     from hwnas.profiling.store import LatencyStore
@@ -51,7 +57,7 @@ def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, res
         runs = 50
     cfg = CampaignConfig(space=space, num_archs=num_archs, ep=ep, allow_fallback=allow_fallback,
                          batch_size=batch_size, resolution=resolution, threads=threads, warmup=warmup,
-                         runs=runs, time_budget_s=time_budget, sampler=sampler, seed=seed,
+                         runs=runs, time_budget_s=time_budget, repeats=repeats, chunk=chunk, sampler=sampler, seed=seed,
                          active_predictor=predictor if active else None, trt_cache_dir=trt_cache)
     store = LatencyStore(db)
     try:

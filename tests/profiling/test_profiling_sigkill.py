@@ -25,10 +25,14 @@ def _rows(db):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_campaign_then_resume(tmp_path):
+@pytest.mark.parametrize("protocol", [["--repeats", "1"], ["--repeats", "3", "--chunk", "4"]],
+                         ids=["one-session", "repeats3-chunk4"])
+def test_sigkill_mid_campaign_then_resume(tmp_path, protocol):
+    """With repeats, rows of a chunk are committed in its last round; the kill lands
+    between chunks or inside one, and either way the resume completes without duplicates."""
     db = tmp_path / "lat.db"
     cmd = [sys.executable, "-m", "hwnas.cli", "profile", "--space", "tiny", "-n", str(N), "--db", str(db),
-           "--warmup", "2", "--runs", "30", "--json"]
+           "--warmup", "2", "--runs", "30", *protocol, "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
