@@ -117,7 +117,8 @@ def read_metadata(model: str | Path | bytes) -> dict:
 def evaluate_onnx(path: str | Path, dataset: str | None = None, *, ep: str = "cpu", allow_fallback: bool = False,
                   threads: int = 1, batch_size: int = 64, resolution: int | None = None,
                   limit: int | None = None, data_seed: int | None = None, val_fraction: float | None = None,
-                  measure_latency: bool = True, latency_warmup: int = 10, latency_runs: int = 50) -> dict:
+                  measure_latency: bool = True, latency_warmup: int = 10, latency_runs: int = 50,
+                  latency_repeats: int = 3, latency_gap_s: float = 1.0) -> dict:
     """Accuracy and measured latency of an exported ONNX model on a dataset's validation split.
 
     The model's ``metadata_props`` (written by ``export_arch``) supply the resolution, the
@@ -172,7 +173,8 @@ def evaluate_onnx(path: str | Path, dataset: str | None = None, *, ep: str = "cp
 
         bs = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
         measurement = measure(model_bytes, ep=ep, threads=threads, warmup=latency_warmup, runs=latency_runs,
-                              allow_fallback=allow_fallback, batch_size=bs).to_dict()
+                              allow_fallback=allow_fallback, batch_size=bs, repeats=latency_repeats,
+                              gap_s=latency_gap_s).to_dict()
     card_acc = meta.get("accuracy")
     return jsonable({
         "path": str(path), "dataset": dataset, "images": int(len(y)), "accuracy": acc, "loss": loss,

@@ -81,6 +81,9 @@ class ExportConfig:
     threads: int = 1
     latency_warmup: int = 10
     latency_runs: int = 50
+    # the profiler's protocol (hwnas profile --repeats): fresh sessions a pause apart, lowest median
+    latency_repeats: int = 3
+    latency_gap_s: float = 1.0
     measure_latency: bool = True
     dynamic_batch: bool = False
     opset: int = 17
@@ -338,7 +341,8 @@ def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = Non
 
         emit(ExportProgress("latency", f"measuring latency on {config.ep} ({config.latency_runs} runs)"))
         m = measure(model_bytes, ep=config.ep, threads=config.threads, warmup=config.latency_warmup,
-                    runs=config.latency_runs, allow_fallback=config.allow_fallback, batch_size=1)
+                    runs=config.latency_runs, allow_fallback=config.allow_fallback, batch_size=1,
+                    repeats=config.latency_repeats, gap_s=config.latency_gap_s)
         measurement = m.to_dict()
         fingerprint = device_fingerprint(m.ep_used, threads=config.threads, batch_size=1)
     measured = measurement["median_ms"] if measurement else None

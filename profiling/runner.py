@@ -135,12 +135,14 @@ class _Runner:
 
 def measure(model, *, ep: str = "cpu", threads: int = 1, warmup: int = 10, runs: int | None = 50,
             time_budget_s: float | None = None, allow_fallback: bool = False, batch_size: int | None = None,
-            ep_options: dict | None = None, cache_dir: str | None = None, repeats: int = 1) -> Measurement:
+            ep_options: dict | None = None, cache_dir: str | None = None, repeats: int = 1,
+            gap_s: float = 0.0) -> Measurement:
     """Measure ``model`` (ModelProto, serialized bytes or a path) in a fresh session.
 
-    ``repeats`` > 1: that many fresh sessions back to back; the result is the session with
-    the lowest median (see the module docstring), with ``session_medians_ms`` listing all
-    of them.  ``runs`` timed runs, or with ``time_budget_s`` timed runs until that much inference
+    ``repeats`` > 1: that many fresh sessions, ``gap_s`` seconds apart (a pause lets them
+    fall in different phases of a shared host, as a campaign's rounds do); the result is the
+    session with the lowest median (see the module docstring), with ``session_medians_ms``
+    listing all of them.  ``runs`` timed runs, or with ``time_budget_s`` timed runs until that much inference
     time has been spent (at least 5; ``runs`` is then ignored).  A GPU provider that cannot
     load raises ``ProfilingError`` with the reason, unless ``allow_fallback``: then it runs
     on the CPU, logs a WARNING, and the result says ``fallback=True``.
@@ -151,14 +153,19 @@ def measure(model, *, ep: str = "cpu", threads: int = 1, warmup: int = 10, runs:
         raise ProfilingError(f"runs must be >= 1 (or give time_budget_s), got {runs}")
     if time_budget_s is not None and not time_budget_s > 0:
         raise ProfilingError(f"time_budget_s must be > 0, got {time_budget_s}")
-    if repeats < 1:
-        raise ProfilingError(f"repeats must be >= 1, got {repeats}")
+    if repeats < 1 or gap_s < 0:
+        raise ProfilingError(f"need repeats >= 1 and gap_s >= 0, got repeats={repeats}, gap_s={gap_s}")
     data = _load_bytes(model)
     kw = dict(ep=ep, threads=threads, warmup=warmup, runs=runs, time_budget_s=time_budget_s,
               allow_fallback=allow_fallback, batch_size=batch_size, ep_options=ep_options, cache_dir=cache_dir)
     if repeats == 1:
         return _measure_once(data, **kw)
-    return combine_sessions([_measure_once(data, **kw) for _ in range(repeats)])
+    sessions = []
+    for i in range(repeats):
+        if i and gap_s:
+            time.sleep(gap_s)
+        sessions.append(_measure_once(data, **kw))
+    return combine_sessions(sessions)
 
 
 def combine_sessions(sessions: list[Measurement]) -> Measurement:

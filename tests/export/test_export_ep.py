@@ -12,7 +12,7 @@ NO_CUDA = unavailable_reason("cuda")
 
 
 def _cfg(tmp_path, **kw):
-    return ExportConfig(out=tmp_path / "m.onnx", space="micro", arch=ARCH, epochs=0, limit=60, latency_runs=3,
+    return ExportConfig(out=tmp_path / "m.onnx", space="micro", arch=ARCH, epochs=0, limit=60, latency_runs=3, latency_gap_s=0.0,
                         latency_warmup=1, train_threads=1, **kw)
 
 

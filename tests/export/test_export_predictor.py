@@ -32,7 +32,7 @@ def predictor_file(micro_space, tmp_path_factory):
 def test_explicit_predictor_predicts_and_names_its_device(micro_space, tmp_path, predictor_file):
     path, expected = predictor_file
     res = export_arch(ExportConfig(out=tmp_path / "m.onnx", space="micro", arch=ARCH, epochs=0, limit=60,
-                                   latency_runs=5, predictor=path, latency_budget_ms=50.0))
+                                   latency_runs=5, latency_gap_s=0.0, predictor=path, latency_budget_ms=50.0))
     assert res.predicted_latency_ms == pytest.approx(expected, rel=1e-9) and expected > 0
     lat = res.card["latency"]
     assert lat["predictor"] == str(path) and lat["same_device_as_predictor"] is True
@@ -47,7 +47,7 @@ def test_run_prediction_is_kept_and_its_predictor_identified(micro_space, tmp_pa
         "space": "micro", "arch": ARCH, "resolution": 16, "dataset": "digits", "seed": 1,
         "predictor": str(path), "latency_budget_ms": 0.001, "predicted_latency_ms": 0.0009}))
     res = export_arch(ExportConfig(out=tmp_path / "m.onnx", run_dir=tmp_path / "run", epochs=0, limit=60,
-                                   latency_runs=5))
+                                   latency_runs=5, latency_gap_s=0.0))
     assert res.predicted_latency_ms == 0.0009 and res.latency_budget_ms == 0.001
     assert res.within_budget is False  # 1 us is out of reach of any CPU: reported, not hidden
     assert res.card["latency"]["predictor_device_id"] is not None

@@ -30,7 +30,7 @@ def dry(micro_space, tmp_path_factory):
     """``--epochs 0``: untrained network, fixed batch 1, a budget no CPU can meet."""
     out = tmp_path_factory.mktemp("dry") / "model.onnx"
     events = []
-    res = export_arch(ExportConfig(out=out, space="micro", arch=ARCH, epochs=0, limit=LIMIT, latency_runs=5,
+    res = export_arch(ExportConfig(out=out, space="micro", arch=ARCH, epochs=0, limit=LIMIT, latency_runs=5, latency_gap_s=0.0,
                                    latency_warmup=2, latency_budget_ms=1e-6, train_threads=1), progress=events.append)
     return res, events
 
@@ -41,7 +41,7 @@ def trained(micro_space, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "net.onnx"
     events = []
     res = export_arch(ExportConfig(out=out, space="micro", arch=ARCH, epochs=2, batch_size=32, lr=0.1, limit=LIMIT,
-                                   latency_runs=5, latency_warmup=2, dynamic_batch=True, latency_budget_ms=1000.0,
+                                   latency_runs=5, latency_gap_s=0.0, latency_warmup=2, dynamic_batch=True, latency_budget_ms=1000.0,
                                    train_threads=1),
                       progress=events.append)
     return res, events
@@ -111,7 +111,7 @@ def test_trained_export_runs_dynamic_batch_and_matches_torch(trained):
 
 def test_evaluate_reproduces_the_card_accuracy(trained):
     res, _ = trained
-    ev = evaluate_onnx(res.onnx_path, latency_runs=5, latency_warmup=1)
+    ev = evaluate_onnx(res.onnx_path, latency_runs=5, latency_gap_s=0.0, latency_warmup=1)
     assert ev["dataset"] == "digits" and ev["images"] == 50 and ev["resolution"] == 16
     assert ev["accuracy"] == pytest.approx(res.accuracy, abs=1e-6) == ev["card_accuracy"]
     assert ev["loss"] == pytest.approx(res.history[-1].val_loss, rel=1e-4)

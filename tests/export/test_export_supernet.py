@@ -47,7 +47,7 @@ def test_from_supernet_exports_the_shared_weights(micro_space, tmp_path, one_tor
     net = _run_dir(tmp_path / "run", micro_space)
     out = tmp_path / "m.onnx"
     res = export_arch(ExportConfig(out=out, run_dir=tmp_path / "run", from_supernet=True, epochs=0,
-                                   bn_calibration_batches=0, latency_runs=3, latency_warmup=1))
+                                   bn_calibration_batches=0, latency_runs=3, latency_gap_s=0.0, latency_warmup=1))
     # the run supplies the arch, the split (seed + limit from config.json), prediction and budget
     assert res.arch == ARCH and res.space == "micro" and res.card["dataset"]["limit"] == LIMIT
     assert res.predicted_latency_ms == 0.25 and res.latency_budget_ms == 5.0
@@ -66,7 +66,7 @@ def test_from_supernet_exports_the_shared_weights(micro_space, tmp_path, one_tor
 def test_from_supernet_fine_tunes_after_bn_recalibration(micro_space, tmp_path, one_torch_thread):
     _run_dir(tmp_path / "run", micro_space)
     res = export_arch(ExportConfig(out=tmp_path / "m.onnx", run_dir=tmp_path / "run", from_supernet=True, epochs=1,
-                                   batch_size=32, latency_runs=3, latency_warmup=1, bn_calibration_batches=3))
+                                   batch_size=32, latency_runs=3, latency_gap_s=0.0, latency_warmup=1, bn_calibration_batches=3))
     assert len(res.history) == 1 and res.parity.passed
     assert res.card["training"]["lr"] == pytest.approx(0.01)  # a fifth of SGD's from-scratch 0.05
 

@@ -35,7 +35,7 @@ def test_measure_repeats_keeps_every_session_and_the_lowest(micro_space):
     assert m.p10_ms <= m.median_ms <= m.p90_ms and m.runs == 5  # statistics of the chosen session
     one = measure(model, warmup=1, runs=5)
     assert one.repeats == 1 and one.session_medians_ms is None
-    with pytest.raises(ProfilingError, match="repeats must be >= 1, got 0"):
+    with pytest.raises(ProfilingError, match="need repeats >= 1 and gap_s >= 0, got repeats=0"):
         measure(model, repeats=0)
 
 
