@@ -5,8 +5,25 @@ library function of that stage takes, so the library never imports rich.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 
-class CampaignBar:
+
+class _Bar(ABC):
+    """A context manager that stops its display on exit, whatever happened."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    @abstractmethod
+    def stop(self):
+        """End the live display (idempotent)."""
+
+
+class CampaignBar(_Bar):
     """rich progress bar: count, ETA and archs per minute."""
 
     def __init__(self, total, label="archs"):
@@ -17,13 +34,6 @@ class CampaignBar:
                           TextColumn("{task.fields[rate]:.1f}/min"), TimeElapsedColumn(),
                           TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"))
         self.task = self.p.add_task(label, total=total, rate=0.0, last="")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def stop(self):
         self.p.stop()
@@ -45,22 +55,17 @@ class CampaignBar:
         self.p.update(self.task, total=total, completed=done, rate=60.0 * done / elapsed, last="")
 
 
-class ExportBar:
+class ExportBar(_Bar):
     """A rich progress bar over training steps, plus one line per other stage (stderr).
 
     The bar is started at the first training step and stopped when training ends, so an
     error before training prints nothing but its own line."""
 
-    def __enter__(self):
+    def __init__(self):
         from rich.console import Console
 
         self.console = Console(stderr=True)
         self.progress = self.task = None
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def stop(self):
         if self.progress is not None:
@@ -90,7 +95,7 @@ class ExportBar:
             self.progress.update(self.task, completed=p.step, info=info)
 
 
-class SearchBar:
+class SearchBar(_Bar):
     """Supernet steps of a search (warm-up, then search), with entropy, K and archs sampled."""
 
     def __init__(self, epochs: int, strategy: str):
@@ -100,13 +105,6 @@ class SearchBar:
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("{task.fields[info]}"))
         self.task = self.bar.add_task(f"{strategy} search", total=None, info="")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def stop(self):
         self.bar.stop()

@@ -8,16 +8,8 @@ from hwnas.cost import arch_cost
 from hwnas.errors import ProfilingError
 from hwnas.profiling.campaign import CampaignConfig, measure_arch, run_campaign
 from hwnas.profiling.sampling import sample_archs
-from hwnas.profiling.store import LatencyStore
 
 FAST = dict(warmup=1, runs=3)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = LatencyStore(tmp_path / "lat.db")
-    yield s
-    s.close()
 
 
 def test_samplers_are_seeded_distinct_and_skip_excluded(micro_space):

@@ -16,13 +16,6 @@ from hwnas.profiling.store import LatencyStore
 FAST = dict(warmup=1, runs=3)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = LatencyStore(tmp_path / "lat.db")
-    yield s
-    s.close()
-
-
 def _extra(row):
     return json.loads(row["extra"])
 

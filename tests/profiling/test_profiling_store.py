@@ -16,13 +16,6 @@ def _row(arch, ms=1.0, **kw):
             "status": "ok", "median_ms": ms, **kw}
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = LatencyStore(tmp_path / "lat.db")
-    yield s
-    s.close()
-
-
 def test_new_store_is_wal_and_versioned(store):
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
