@@ -150,6 +150,12 @@ def run_pipeline(config: PipelineConfig, *, hooks: Hooks | None = None,
     return res
 
 
+def default_out(root: str | Path = "runs") -> str:
+    """``runs/demo-<date>-<time>``, creating ``runs/`` (a fresh clone has none)."""
+    Path(root).mkdir(exist_ok=True)
+    return str(Path(root) / time.strftime("demo-%Y%m%d-%H%M%S"))
+
+
 def _prepare_out(config: PipelineConfig) -> Path:
     out = Path(config.out)
     if not out.parent.is_dir():

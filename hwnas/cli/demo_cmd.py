@@ -1,8 +1,6 @@
 """``hwnas demo``: the main job on the embedded defaults (README command one)."""
 from __future__ import annotations
 
-import time
-
 import click
 
 from hwnas.cli._common import echo_json, human, json_option
@@ -35,11 +33,11 @@ def demo(out, resume, quick, num_archs, latency_budget, strategy, search_epochs,
     import contextlib
 
     from hwnas.cli._progress import CampaignBar, ExportBar, SearchBar
-    from hwnas.pipeline import PipelineConfig, run_pipeline
+    from hwnas.pipeline import PipelineConfig, default_out, run_pipeline
     from hwnas.search import parse_latency_ms
 
     config = PipelineConfig(
-        out=out or time.strftime("runs/demo-%Y%m%d-%H%M%S"), quick=quick, num_archs=num_archs,
+        out=out or default_out(), quick=quick, num_archs=num_archs,
         latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget), strategy=strategy, search_epochs=search_epochs,
         export_epochs=export_epochs, limit=limit, seed=seed, threads=threads, resume=resume,
     )

@@ -54,14 +54,16 @@ def test_demo_chain_writes_one_run_folder_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_cli_quick_uses_shipped_latencies(tmp_path, capsys):
-    out = tmp_path / "quick"
+def test_demo_cli_quick_uses_shipped_latencies(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a fresh clone: no runs/ folder yet, and no --out given
     try:
-        main(["demo", "--quick", "--out", str(out), "--search-epochs", "2", "--export-epochs", "0",
+        main(["demo", "--quick", "--search-epochs", "2", "--export-epochs", "0",
               "--limit", "200", "--latency-budget", "0.2ms", "--json"])
     except SystemExit as e:
         assert e.code == 0
     res = json.loads(capsys.readouterr().out)
+    out = tmp_path / res["out"]
+    assert out.parent.name == "runs" and out.name.startswith("demo-") and (out / "model.onnx").is_file()
     assert res["latency_source"].endswith("tiny_cpu.csv") and res["archs_measured"] >= 500
     assert res["latency_budget_ms"] == 0.2 and res["predicted_latency_ms"] <= 0.2
     assert not (out / "latency.db").exists()
