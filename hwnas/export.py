@@ -240,6 +240,8 @@ def _check_config(cfg: ExportConfig) -> None:
         raise ExportError(f"latency_runs must be >= 1, got {cfg.latency_runs}")
     if cfg.parity_images is not None and cfg.parity_images < 1:
         raise ExportError(f"parity_images must be >= 1, got {cfg.parity_images}")
+    if cfg.train_threads is not None and cfg.train_threads < 1:
+        raise ExportError(f"train_threads must be >= 1, got {cfg.train_threads}")
 
 
 # --------------------------------------------------------------------------- main entry
@@ -267,7 +269,7 @@ def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = Non
 
     from hwnas.cost import arch_cost
     from hwnas.data import load_dataset
-    from hwnas.train import evaluate_network, predict_logits, train_network
+    from hwnas.train import predict_logits, train_network
 
     emit(ExportProgress("resolve", f"{target.space.name}: {target.arch} at {target.resolution}px"))
 
@@ -287,8 +289,9 @@ def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = Non
         model = _initial_model(config, target, splits)
         history = train_network(model, splits.train, splits.val, tcfg,
                                 progress=lambda p: emit(ExportProgress("train", f"epoch {p.epoch}/{p.epochs}", p)))
-        model.eval()
-        _, accuracy = evaluate_network(model, splits.val)
+        # one pass over the validation images serves both the accuracy and the parity reference
+        val_logits = predict_logits(model, splits.val.tensors[0])
+    accuracy = float((val_logits.argmax(1) == splits.val.tensors[1]).float().mean())
     cost = arch_cost(target.space, target.arch, target.resolution, splits.num_classes)
 
     import onnx
@@ -303,7 +306,7 @@ def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = Non
         "num_classes": str(splits.num_classes), "data_seed": str(target.data_seed),
         "val_fraction": str(config.val_fraction), "data_limit": "" if target.limit is None else str(target.limit),
         "opset": str(config.opset), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
-        "mean": json.dumps(list(getattr(splits, "mean", ()))), "std": json.dumps(list(getattr(splits, "std", ()))),
+        "mean": json.dumps(list(splits.mean)), "std": json.dumps(list(splits.std)),
     }
     _set_metadata(proto, meta)
     proto.producer_version = __version__
@@ -312,19 +315,17 @@ def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = Non
     onnx.checker.check_model(proto)
     model_bytes = proto.SerializeToString()
 
-    images = splits.val.tensors[0]
-    labels = splits.val.tensors[1].numpy()
-    if config.parity_images is not None:
-        images, labels = images[:config.parity_images], labels[:config.parity_images]
+    n_parity = config.parity_images  # None: every validation image
+    images = splits.val.tensors[0][:n_parity].numpy()
+    labels = splits.val.tensors[1][:n_parity].numpy()
+    ref = val_logits[:n_parity].numpy()
     emit(ExportProgress("parity", f"ONNX Runtime vs torch on {len(images)} validation images"))
-    with _torch_threads(config.train_threads):
-        ref = predict_logits(model, images).numpy()
-    parity = check_parity(model_bytes, images.numpy(), ref, labels, ep="cpu", atol=config.parity_atol,
+    parity = check_parity(model_bytes, images, ref, labels, ep="cpu", atol=config.parity_atol,
                           rtol=config.parity_rtol, threads=config.threads)
     ep_parity = None
     if config.ep != "cpu":
         # GPU kernels (TF32 convs, fused TensorRT layers) legitimately differ more than CPU ones
-        ep_parity = check_parity(model_bytes, images.numpy(), ref, labels, ep=config.ep,
+        ep_parity = check_parity(model_bytes, images, ref, labels, ep=config.ep,
                                  atol=config.parity_atol * 10, rtol=config.parity_rtol * 10,
                                  threads=config.threads, allow_fallback=config.allow_fallback)
     for rep in (parity, ep_parity):
@@ -375,15 +376,14 @@ def _torch_threads(n: int | None):
     """Run with ``n`` torch intra-op threads, restoring the old count after.
 
     Why: small networks on a busy 2-core machine train 10-50x slower with 2 threads than
-    with 1 (threads spin waiting for each other); the caller decides.
+    with 1 (threads spin waiting for each other); the caller decides (``_check_config``
+    has already refused a count below 1).
     """
     import torch
 
     if n is None:
         yield
         return
-    if int(n) < 1:
-        raise ExportError(f"train_threads must be >= 1, got {n}")
     old = torch.get_num_threads()
     torch.set_num_threads(int(n))
     try:
@@ -484,14 +484,14 @@ def _model_card(cfg, target, r, predictor, wall, splits) -> dict:
         "num_classes": r["num_classes"],
         "input": {"name": "input", "shape": ["batch" if r["dynamic_batch"] else 1, 3, r["resolution"],
                                             r["resolution"]], "dtype": "float32", "layout": "NCHW",
-                  "normalise": {"mean": list(getattr(splits, "mean", ())), "std": list(getattr(splits, "std", ())),
+                  "normalise": {"mean": list(splits.mean), "std": list(splits.std),
                                 "note": ("per channel, on the dataset's raw pixel scale (digits: [0, 1]; "
                                          "cifar10/imagefolder: 0..255), then bilinear resize, as "
                                          "hwnas.data.load_dataset does")}},
         "dataset": {"name": r["dataset"], "seed": target.data_seed, "val_fraction": cfg.val_fraction,
                     "limit": target.limit, "train_images": n_train, "val_images": n_val},
         "training": {"epochs": cfg.epochs, "from_supernet": cfg.from_supernet, "optimizer": cfg.optimizer,
-                     "lr": _lr(cfg) if _lr(cfg) is not None else TrainConfig(optimizer=cfg.optimizer).peak_lr,
+                     "lr": TrainConfig(optimizer=cfg.optimizer, lr=_lr(cfg)).peak_lr,
                      "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay, "seed": cfg.seed,
                      "history": [asdict(h) for h in r["history"]]},
         "accuracy": r["accuracy"],

@@ -102,12 +102,21 @@ Hooks = dict[str, Callable]  # stage name -> progress callback handed to that st
 
 def run_pipeline(config: PipelineConfig, *, hooks: Hooks | None = None,
                  on_stage: Callable[[str, str], None] | None = None) -> PipelineResult:
-    """Run every stage in order; ``on_stage(stage, message)`` reports each finished stage."""
+    """Run every stage in order; ``on_stage(stage, message)`` reports each finished stage.
+
+    torch runs with ``config.threads`` threads meanwhile (one is fastest for these small
+    convolutions on a shared CPU) and gets its own setting back afterwards."""
     import torch
 
-    hooks = hooks or {}
-    say = on_stage or (lambda stage, msg: log.info("%s: %s", stage, msg))
+    before = torch.get_num_threads()
     torch.set_num_threads(max(1, int(config.threads)))
+    try:
+        return _run_stages(config, hooks or {}, on_stage or (lambda stage, msg: log.info("%s: %s", stage, msg)))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], None]) -> PipelineResult:
     out = _prepare_out(config)
     res = PipelineResult(out=str(out), space=config.space)
 
@@ -166,7 +175,11 @@ def _prepare_out(config: PipelineConfig) -> Path:
             raise HwnasError(f"{str(out)!r} already holds a run; pass --resume to continue it or choose "
                              "another --out")
         if saved.is_file():
-            before = json.loads(saved.read_text())
+            try:
+                before = json.loads(saved.read_text())
+            except ValueError:
+                raise HwnasError(f"{str(saved)!r} is not valid JSON; it is not a run folder this version can "
+                                 "resume (choose another --out)") from None
             now = dataclasses.asdict(config)
             diff = [k for k in now if k not in ("resume", "out") and before.get(k) != now[k]]
             if diff:

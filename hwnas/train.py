@@ -96,14 +96,14 @@ def train_network(model, train_set, val_set, config: TrainConfig, *,
     import time
 
     import torch
-    from torch.utils.data import DataLoader
+
+    from hwnas.data import make_loader
 
     if config.epochs == 0:
         return []
     if len(train_set) == 0:
         raise TrainError("the training split is empty; use a larger dataset or limit")
-    gen = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=gen, drop_last=False)
+    loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed)
     steps_per_epoch = len(loader)
     total = steps_per_epoch * config.epochs
     opt = _optimizer(model, config)
@@ -201,9 +201,14 @@ def recalibrate_bn(model, train_set, *, batches: int = 20, batch_size: int = 64,
     (Cai et al. 2020, Sec. 3.3) and slimmable networks (Yu & Huang 2019, "Universally
     slimmable networks", Sec. 3.3) recompute them on a few training batches before
     evaluating.  ``momentum=None`` makes BN keep an exact cumulative average.
+
+    Not ``hwnas.nn.supernet_train.recalibrate_bn``: that one rewrites one path's slices
+    inside the supernet; this one works on any stand-alone module, such as the network
+    ``Supernet.get_active_subnet()`` returns.
     """
     import torch
-    from torch.utils.data import DataLoader
+
+    from hwnas.data import make_loader
 
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns or len(train_set) == 0:
@@ -212,8 +217,7 @@ def recalibrate_bn(model, train_set, *, batches: int = 20, batch_size: int = 64,
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
-    gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=gen)
+    loader = make_loader(train_set, batch_size, shuffle=True, seed=seed)
     model.train()
     with torch.no_grad():
         for i, (x, _) in enumerate(loader):

@@ -71,8 +71,7 @@ class Predictor(ABC):
             raise DataError(f"need at least 2 measured archs to fit a predictor, got {len(idx)}")
         self._fit(idx, y)
         self.n_train_ = len(idx)
-        self.train_archs_ = tuple("-".join(self.space.decisions[d].choices[k] for d, k in enumerate(row))
-                                  for row in idx)
+        self.train_archs_ = tuple(str(self.space.from_indices(row)) for row in idx)
         self.train_latency_ms_ = y.copy()
         return self
 

@@ -26,8 +26,6 @@ def train_predictor(data: LatencyData, space, model: str = "mlp", *, test_fracti
                     "test_fraction": test_fraction, "seed": seed}
     params = dict(params or {})
     if model == "auto":
-        if len(train) < folds:
-            raise DataError(f"too little data for {folds}-fold cross-validation: {len(train)} training archs")
         model, report["cv"] = select_model(space, train.archs, train.latency_ms, candidates=AUTO_CANDIDATES,
                                            folds=folds, seed=seed, on_result=on_cv)
         report["model"] = model

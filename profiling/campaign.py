@@ -100,8 +100,9 @@ def check_config(cfg: CampaignConfig) -> None:
 
     check_ep(cfg.ep)
     for name in ("batch_size", "threads", "num_archs", "repeats", "chunk"):
-        if getattr(cfg, name) < (0 if name == "num_archs" else 1):
-            raise ProfilingError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        low = 0 if name == "num_archs" else 1
+        if getattr(cfg, name) < low:
+            raise ProfilingError(f"{name} must be >= {low}, got {getattr(cfg, name)}")
     if cfg.precision not in PRECISIONS:
         raise ProfilingError(f"precision must be one of {valid_list(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.precision == "fp16" and cfg.ep != "tensorrt":
@@ -111,11 +112,9 @@ def check_config(cfg: CampaignConfig) -> None:
 def prepare_arch(space_name: str, arch: str, cfg: CampaignConfig) -> tuple[dict, bytes | None]:
     """Build and export one arch: (row with its cost and build/export times, ONNX bytes),
     or (an error row, None)."""
-    import torch
-
     from hwnas.cost import arch_cost
     from hwnas.nn import build_model
-    from hwnas.profiling.onnx_graph import network_to_onnx, randomize_bn
+    from hwnas.profiling.onnx_graph import network_to_onnx, seeded_module
 
     space = get_space(space_name)
     row = {"space": space_name, "arch": arch, "batch": cfg.batch_size, "precision": cfg.precision, "ep": cfg.ep}
@@ -125,10 +124,7 @@ def prepare_arch(space_name: str, arch: str, cfg: CampaignConfig) -> tuple[dict,
         cost = arch_cost(space, a, res)
         row.update(flops=cost.flops, params=cost.params)
         t0 = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build_model(space, a, res).eval()
-            randomize_bn(model)
+        model = seeded_module(lambda: build_model(space, a, res))
         t1 = time.perf_counter()
         proto = network_to_onnx(model, batch_size=cfg.batch_size).SerializeToString()
         t2 = time.perf_counter()
@@ -166,10 +162,10 @@ def finish_row(row: dict, sessions: list) -> dict:
     if m.engine_build_ms is not None:
         row["engine_build_ms"] = float(sum(s.engine_build_ms or 0.0 for s in sessions))
     row["status"] = "ok"
+    several = len(sessions) > 1
     extra = {"fallback_reason": m.fallback_reason, "cpu_median_ms": m.cpu_median_ms, "repeats": len(sessions),
-             "session_medians_ms": [round(s.median_ms, 6) for s in sessions] if len(sessions) > 1 else None,
-             "chosen_session": sessions.index(min(sessions, key=lambda s: s.median_ms)) if len(sessions) > 1
-             else None}
+             "session_medians_ms": [round(x, 6) for x in m.session_medians_ms] if several else None,
+             "chosen_session": m.session_medians_ms.index(m.median_ms) if several else None}
     row["extra"] = {k: v for k, v in extra.items() if v is not None} or None
     return row
 
@@ -250,19 +246,17 @@ def campaign_device(cfg: CampaignConfig) -> dict:
                               batch_size=cfg.batch_size, precision=cfg.precision, repeats=cfg.repeats)
 
 
-def plan_campaign(store, cfg: CampaignConfig, fingerprint: dict) -> tuple[int, list[str], bool]:
-    """(campaign id, planned archs, resumed?): the open campaign with these settings, or
-    a new one of ``num_archs`` archs not yet stored for this device and settings."""
+def plan_campaign(store, cfg: CampaignConfig, dev: str, done: set[str]) -> tuple[int, list[str], bool]:
+    """(campaign id, planned archs, resumed?): the open campaign with these settings on
+    device ``dev``, or a new one of ``num_archs`` archs not in ``done`` (the archs already
+    stored for this device and settings)."""
     from hwnas.profiling.sampling import sample_archs
 
-    dev = store.add_device(fingerprint)
     key = campaign_key(cfg, dev)
     found = store.open_campaign(key)
     if found is not None:
         return found[0], found[1], True
     space = get_space(cfg.space)
-    done = store.measured_archs(dev, cfg.space, batch=cfg.batch_size, precision=cfg.precision, ep=cfg.ep,
-                                resolution=_resolution_filter(cfg))
     if cfg.active_predictor:
         from hwnas.profiling.active import pick_uncertain
 
@@ -307,11 +301,10 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
     check_config(cfg)
     res_filter = _resolution_filter(cfg)  # also validates --resolution against the space
     t_start = time.perf_counter()
-    fp = campaign_device(cfg)
-    cid, planned, resumed = plan_campaign(store, cfg, fp)
-    dev = fp["device_id"]
+    dev = store.add_device(campaign_device(cfg))
     have = store.measured_archs(dev, cfg.space, batch=cfg.batch_size, precision=cfg.precision, ep=cfg.ep,
                                 resolution=res_filter)
+    cid, planned, resumed = plan_campaign(store, cfg, dev, have)
     todo = [a for a in planned if a not in have]
     res = CampaignResult(cid, dev, len(planned), skipped=len(planned) - len(todo), resumed=resumed)
     if resumed:

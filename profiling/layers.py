@@ -40,34 +40,19 @@ def layer_entries(space, resolution: int):
     return out, chans, size
 
 
-def _model(g, in_shape, out_name, out_shape):
-    import onnx
-
-    from hwnas.profiling.onnx_graph import INPUT_NAME, OUTPUT_NAME
+def _model(g, in_shape, out_name, out_shape) -> bytes:
+    from hwnas.profiling.onnx_graph import OUTPUT_NAME
 
     g.node("Identity", [out_name], out=OUTPUT_NAME)
-    graph = onnx.helper.make_graph(
-        g.nodes, "hwnas_layer",
-        [onnx.helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, list(in_shape))],
-        [onnx.helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, list(out_shape))],
-        initializer=g.inits)
-    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", g.opset)],
-                                   producer_name="hwnas")
-    proto.ir_version = min(proto.ir_version, 10)
-    return proto.SerializeToString()
+    return g.model("hwnas_layer", in_shape, out_shape).SerializeToString()
 
 
 def layer_onnx(lp, batch: int) -> bytes:
     """A single planned layer as an ONNX model (seeded random weights)."""
-    import torch
-
     from hwnas.nn import build_layer
-    from hwnas.profiling.onnx_graph import DEFAULT_OPSET, INPUT_NAME, _Graph, randomize_bn
+    from hwnas.profiling.onnx_graph import DEFAULT_OPSET, INPUT_NAME, _Graph, seeded_module
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        module = build_layer(lp).eval()
-        randomize_bn(module)
+    module = seeded_module(lambda: build_layer(lp))
     g = _Graph(DEFAULT_OPSET)
     y = g.layer(INPUT_NAME, module, lp)
     return _model(g, (batch, lp.in_channels, lp.in_size, lp.in_size), y,

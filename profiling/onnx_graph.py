@@ -5,7 +5,7 @@ Why a direct builder: profiling exports thousands of models, and
 with ``onnx.helper`` from the very ``hwnas.nn`` modules costs a few ms on top of building
 the module.  The graph is emitted by walking the built ``Network`` (weights read from
 it, BN folded into the preceding conv, as ONNX Runtime would fold it anyway), so what is
-timed is what the network computes; ``tests/profiling/test_onnx_parity.py`` runs both in
+timed is what the network computes; ``tests/profiling/test_profiling_onnx_graph.py`` runs both in
 ONNX Runtime and torch and keeps them equal.  ``module_to_onnx`` (the torch exporter)
 stays for arbitrary modules.
 """
@@ -28,16 +28,11 @@ def arch_to_onnx(space: SearchSpace, arch: Arch | str, *, batch_size: int = 1, r
                  dynamic_batch: bool = False):
     """The ONNX ``ModelProto`` of ``arch`` with seeded random weights (input ``input``:
     NCHW float32, output ``logits``); passes ``onnx.checker``."""
-    import torch
-
     from hwnas.nn import build_model
 
     arch = space.parse(arch)
     res = space.resolution(arch, resolution)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(space, arch, res, num_classes).eval()
-        randomize_bn(model)
+    model = seeded_module(lambda: build_model(space, arch, res, num_classes), seed)
     return network_to_onnx(model, batch_size=batch_size, opset=opset, dynamic_batch=dynamic_batch)
 
 
@@ -59,16 +54,8 @@ def network_to_onnx(model, *, batch_size: int = 1, opset: int = DEFAULT_OPSET, d
     fc = model.classifier
     g.node("Gemm", [x, g.const(fc.weight), g.const(fc.bias)], out=OUTPUT_NAME, transB=1)
     batch = "batch" if dynamic_batch else batch_size
-    graph = onnx.helper.make_graph(
-        g.nodes, "hwnas",
-        [onnx.helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT,
-                                            [batch, plan.in_channels, plan.resolution, plan.resolution])],
-        [onnx.helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, [batch, plan.num_classes])],
-        initializer=g.inits,
-    )
-    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
-                                   producer_name="hwnas")
-    proto.ir_version = min(proto.ir_version, 10)
+    proto = g.model("hwnas", [batch, plan.in_channels, plan.resolution, plan.resolution],
+                    [batch, plan.num_classes])
     onnx.checker.check_model(proto)
     return proto
 
@@ -98,6 +85,21 @@ class _Graph:
         out = out or self._name(op.lower())
         self.nodes.append(onnx.helper.make_node(op, list(inputs), [out], **attrs))
         return out
+
+    def model(self, name: str, in_shape, out_shape):
+        """The ``ModelProto`` of the graph: float input ``input`` of ``in_shape``, float output
+        ``logits`` of ``out_shape`` (a node must already write it)."""
+        import onnx
+
+        graph = onnx.helper.make_graph(
+            self.nodes, name,
+            [onnx.helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, list(in_shape))],
+            [onnx.helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, list(out_shape))],
+            initializer=self.inits)
+        proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", self.opset)],
+                                       producer_name="hwnas")
+        proto.ir_version = min(proto.ir_version, 10)
+        return proto
 
     def reduce_mean_hw(self, x: str) -> str:
         if self.opset >= 18:
@@ -181,6 +183,18 @@ def module_to_onnx(model, input_shape: tuple[int, ...], *, opset: int = DEFAULT_
     proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)
     return proto
+
+
+def seeded_module(build, seed: int = 0):
+    """``build()`` in eval mode, made under torch seed ``seed`` (the global RNG is left as it
+    was) and with random BN statistics: profiling the same arch twice times the same weights."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build().eval()
+        randomize_bn(model)
+    return model
 
 
 def randomize_bn(model) -> None:

@@ -123,10 +123,16 @@ def create_session(model_bytes: bytes, choice: ProviderChoice, threads: int):
     import onnxruntime as ort
 
     try:
-        sess = ort.InferenceSession(model_bytes, session_options(threads), providers=list(choice.providers))
+        return ort.InferenceSession(model_bytes, session_options(threads), providers=list(choice.providers))
     except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph...)
         raise ProfilingError(f"ONNX Runtime could not create a {choice.ep_used} session: {e}") from e
-    return sess
+
+
+def _timed_session(model_bytes: bytes, choice: ProviderChoice, threads: int):
+    """(session, milliseconds it took to create)."""
+    t0 = time.perf_counter()
+    sess = create_session(model_bytes, choice, threads)
+    return sess, (time.perf_counter() - t0) * 1e3
 
 
 def session_mismatch(sess, choice: ProviderChoice) -> str | None:
@@ -146,16 +152,12 @@ def open_session(model_bytes: bytes, ep: str, *, threads: int, allow_fallback: b
     session whose ``choice`` records the fallback.  ``session_ms`` times the session that is
     returned.  The one place the runner and the exporter open sessions."""
     choice = choose_provider(ep, allow_fallback=allow_fallback, ep_options=ep_options, cache_dir=cache_dir)
-    t0 = time.perf_counter()
-    sess = create_session(model_bytes, choice, threads)
-    session_ms = (time.perf_counter() - t0) * 1e3
+    sess, session_ms = _timed_session(model_bytes, choice, threads)
     mismatch = session_mismatch(sess, choice)
     if mismatch is not None:
         if not allow_fallback:
             raise ProfilingError(f"execution provider {ep!r} is not usable: {mismatch}")
         logger.warning("%s; FALLING BACK to cpu, recorded in the data", mismatch)
         choice = replace(choice, ep_used="cpu", fallback=True, reason=mismatch, providers=(EPS["cpu"],))
-        t0 = time.perf_counter()
-        sess = create_session(model_bytes, choice, threads)
-        session_ms = (time.perf_counter() - t0) * 1e3
+        sess, session_ms = _timed_session(model_bytes, choice, threads)
     return sess, choice, session_ms

@@ -63,7 +63,6 @@ class Measurement:
     repeats: int = 1  # fresh sessions measured; the statistics are those of the lowest-median one
     session_medians_ms: tuple[float, ...] | None = None  # every session's median, in time order (repeats > 1)
 
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -105,8 +104,7 @@ class _Runner:
     """One callable ``run()`` per provider kind, with what must stay out of the timing
     prepared in ``__init__``."""
 
-    def __init__(self, sess, feed: dict, ep_used: str):
-        self.sess = sess
+    def __init__(self, sess, feed: dict, batch: int, ep_used: str):
         if ep_used == "cpu":
             self.run = lambda: sess.run(None, feed)
             return
@@ -119,12 +117,11 @@ class _Runner:
             self._keep.append(v)
             io.bind_ortvalue_input(name, v)
         for out in sess.get_outputs():
-            shape = [next(iter(feed.values())).shape[0] if not isinstance(d, int) else d for d in out.shape]
+            shape = [d if isinstance(d, int) else batch for d in out.shape]
             v = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", 0)
             self._keep.append(v)
             io.bind_ortvalue_output(out.name, v)
         io.synchronize_inputs()
-        self.io = io
 
         def run():
             sess.run_with_iobinding(io)
@@ -181,7 +178,7 @@ def _measure_once(data: bytes, *, ep, threads, warmup, runs, time_budget_s, allo
     sess, choice, session_ms = open_session(data, ep, threads=threads, allow_fallback=allow_fallback,
                                             ep_options=ep_options, cache_dir=cache_dir)
     feed, batch = _input_feed(sess, batch_size)
-    runner = _Runner(sess, feed, choice.ep_used)
+    runner = _Runner(sess, feed, batch, choice.ep_used)
     perf = time.perf_counter
     t0 = perf()
     runner.run()  # the first run is a warm-up too, but its time is reported (lazy init)

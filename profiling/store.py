@@ -157,9 +157,6 @@ class LatencyStore:
             c.executescript("BEGIN IMMEDIATE;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};"
                             f"PRAGMA application_id={_APP_ID};COMMIT;")
 
-    def _tx(self):
-        return _Transaction(self.conn)
-
     def transaction(self):
         """Group several writes into one all-or-nothing transaction (``with store.transaction():``)."""
         return _Transaction(self.conn)
@@ -179,7 +176,7 @@ class LatencyStore:
         dev = fingerprint.get("device_id")
         if not dev:
             raise DataError("fingerprint has no 'device_id'")
-        with self._tx():
+        with self.transaction():
             self.conn.execute("INSERT OR IGNORE INTO devices (id, name, fingerprint, created) VALUES (?,?,?,?)",
                               (dev, name or device_name(fingerprint), json.dumps(fingerprint, sort_keys=True), _now()))
         return dev
@@ -248,7 +245,7 @@ class LatencyStore:
         cols = ("device_id", *ROW_COLUMNS, "created")
         sql = (f"INSERT INTO latency ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
                "ON CONFLICT DO NOTHING")
-        with self._tx():
+        with self.transaction():
             cur = self.conn.execute(sql, (device_id, *values.values(), _now()))
         return cur.rowcount == 1
 
@@ -273,9 +270,6 @@ class LatencyStore:
         cur = self.conn.execute(sql + " ORDER BY l.id", args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur]
-
-    def count(self, space: str | None = None, status: str | None = None) -> int:
-        return len(self.rows(space, status=status))
 
     def dataset(self, space: str, device: str | None = None, ep: str | None = None,
                 resolution: int | None = None) -> LatencyDataset:
@@ -312,7 +306,7 @@ class LatencyStore:
         vals = [row.get(k) for k in cols]
         sql = (f"INSERT INTO layer_latency (device_id, {', '.join(cols)}, created) "
                f"VALUES ({', '.join('?' * (len(cols) + 2))}) ON CONFLICT DO NOTHING")
-        with self._tx():
+        with self.transaction():
             cur = self.conn.execute(sql, (device_id, *vals, _now()))
         return cur.rowcount == 1
 
@@ -344,13 +338,13 @@ class LatencyStore:
         return None if row is None else (row[0], json.loads(row[1]))
 
     def start_campaign(self, key: str, settings: dict, archs: list[str]) -> int:
-        with self._tx():
+        with self.transaction():
             cur = self.conn.execute("INSERT INTO campaigns (key, settings, archs, created) VALUES (?,?,?,?)",
                                     (key, json.dumps(settings, sort_keys=True), json.dumps(archs), _now()))
         return cur.lastrowid
 
     def finish_campaign(self, campaign_id: int) -> None:
-        with self._tx():
+        with self.transaction():
             self.conn.execute("UPDATE campaigns SET done=1 WHERE id=?", (campaign_id,))
 
 

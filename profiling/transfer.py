@@ -30,14 +30,11 @@ _TEXT = ("precision", "ep")
 
 def export_rows(store, space: str | None = None, device: str | None = None) -> list[dict]:
     """Successful rows as flat dicts with ``latency_ms`` = the stored median."""
-    dev = store.resolve_device(device, space) if device is not None and space is not None else None
     if device is not None and space is None:
         raise DataError("--device needs --space")
-    out = []
-    for r in store.rows(space, dev, status="ok"):
-        d = {k: r.get(k) for k in EXPORT_COLUMNS if k != "latency_ms"}
-        d["latency_ms"] = r["median_ms"]
-        out.append({k: d[k] for k in EXPORT_COLUMNS})
+    dev = store.resolve_device(device, space) if device is not None else None
+    out = [{k: r["median_ms"] if k == "latency_ms" else r.get(k) for k in EXPORT_COLUMNS}
+           for r in store.rows(space, dev, status="ok")]
     if not out:
         raise DataError(f"nothing to export from {str(store.path)!r} (space={space}, device={device})")
     return out

@@ -6,8 +6,8 @@ import click
 
 from hwnas.cli._common import echo_json, human, json_option
 from hwnas.cli._progress import ExportBar
+from hwnas.profiling.providers import EPS
 
-EPS = ("cpu", "cuda", "tensorrt")
 
 
 @click.command("export")
@@ -22,7 +22,7 @@ EPS = ("cpu", "cuda", "tensorrt")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
 @click.option("--lr", type=float, help="Peak learning rate of the cosine schedule (default per optimizer).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--ep", type=click.Choice(EPS), default="cpu", show_default=True,
+@click.option("--ep", type=click.Choice(list(EPS)), default="cpu", show_default=True,
               help="Execution provider to measure on.")
 @click.option("--allow-fallback", is_flag=True, help="Measure on the CPU if the GPU provider cannot load.")
 @click.option("--threads", type=int, default=1, show_default=True, help="ORT intra-op threads when measuring.")
@@ -112,7 +112,7 @@ def _print_export(r) -> None:
 @click.command("evaluate")
 @click.argument("model", type=click.Path())
 @click.option("--dataset", help="Dataset spec (default: the one in the model's metadata).")
-@click.option("--ep", type=click.Choice(EPS), default="cpu", show_default=True)
+@click.option("--ep", type=click.Choice(list(EPS)), default="cpu", show_default=True)
 @click.option("--allow-fallback", is_flag=True, help="Run on the CPU if the GPU provider cannot load.")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Batch for a dynamic-batch model.")

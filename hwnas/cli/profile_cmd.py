@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import click
 
-from hwnas.cli._common import echo_json, json_option
+from hwnas.cli._common import console, echo_json, json_option
 from hwnas.cli._progress import CampaignBar
+from hwnas.profiling.providers import EPS
 
 
 @click.command("profile")
@@ -12,7 +13,7 @@ from hwnas.cli._progress import CampaignBar
 @click.option("--num-archs", "-n", type=int, default=100, show_default=True,
               help="New archs to measure (an interrupted run with the same options resumes instead).")
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="SQLite latency database.")
-@click.option("--ep", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+@click.option("--ep", type=click.Choice(list(EPS)), default="cpu", show_default=True,
               help="ONNX Runtime execution provider.")
 @click.option("--trt-cache", type=click.Path(file_okay=False), default=None,
               help="TensorRT engine cache directory [default: ~/.cache/hwnas/trt].")
@@ -115,8 +116,6 @@ def _report(res, cfg, db, layer_rows, as_json):
 def _table(out, cfg, res):
     """The final table."""
     from rich.table import Table
-
-    from hwnas.cli._common import console
 
     t = Table(title=f"hwnas profile: {cfg.space} on {res.device_id}")
     t.add_column("what")

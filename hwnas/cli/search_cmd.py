@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from hwnas.cli._common import echo_json, human, json_option
+from hwnas.cli._common import console, echo_json, human, json_option
 from hwnas.cli._progress import SearchBar
 
 
@@ -69,7 +69,6 @@ def search(space, strategy, latency_budget, flops_budget, penalty, penalty_weigh
 
 
 def _summary(r) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"hwnas search: {r.strategy} on {r.space}", show_header=False)
@@ -91,4 +90,4 @@ def _summary(r) -> None:
     t.add_row("archs sampled", str(r.archs_sampled))
     t.add_row("wall time", f"{r.wall_time_s:.1f} s")
     t.add_row("run dir", str(r.out))
-    Console().print(t)
+    console().print(t)

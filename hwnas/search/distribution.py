@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hwnas.errors import SearchError
 from hwnas.space import Arch, SearchSpace
 
 
@@ -152,7 +153,9 @@ class CategoricalDistribution:
 
     def load_state_dict(self, state: dict) -> None:
         if bool(state["factorized"]) != self.factorized or len(state["params"]) != len(self.params):
-            raise ValueError("distribution state does not match this distribution's layout")
+            raise SearchError(f"distribution state (factorized={bool(state['factorized'])}, {len(state['params'])} "
+                              f"parameter tensors) does not match this distribution (factorized={self.factorized}, "
+                              f"{len(self.params)}); was the space changed since the checkpoint?")
         with torch.no_grad():
             for p, v in zip(self.params, state["params"]):
                 p.copy_(torch.as_tensor(v, dtype=torch.float64))

@@ -60,7 +60,6 @@ class FPNAS(DistributionStrategy):
                  switch_entropy: float = 0.5):
         super().__init__(space, seed=seed, samples_per_step=samples_per_step, arch_lr=arch_lr,
                          estimator=estimator, baseline_decay=baseline_decay, factorized=factorized)
-        self.h_max = self.dist.max_entropy()
         self.h0 = self.dist.entropy()  # entropy of the starting distribution
         self.k_max = int(samples_per_step if k_max is None else k_max)
         self.k_min = int(k_min)
@@ -73,7 +72,7 @@ class FPNAS(DistributionStrategy):
             raise SearchError(f"switch_step must be >= 0, got {switch_step}")
         self.switch_step = None if switch_step is None else int(switch_step)
         if not 0.0 <= switch_entropy <= 1.0:
-            raise SearchError(f"switch_entropy must be a fraction of the maximum entropy in [0, 1], got {switch_entropy}")
+            raise SearchError(f"switch_entropy must be a fraction of the starting entropy in [0, 1], got {switch_entropy}")
         self.switch_entropy = float(switch_entropy)
         self.switched_at: int | None = None
 

@@ -248,12 +248,27 @@ def plot_log(records: list[dict], path: str | Path, title: str = "") -> None:
 
 
 # -- the loop ------------------------------------------------------------------------
+@dataclass
+class _Costs:
+    """The budget of one run and the cost callables derived from it (see ``penalty.py``)."""
+
+    predictor: object | None
+    budget: pen.Budget | None
+    cost_fn: pen.CostFn | None  # the budget's cost, per arch
+    crange: pen.CostRange | None  # from ``budget_check``; its cheapest arch is the final fallback
+    lat_fn: pen.CostFn | None = None  # predicted latency, logged and reported whenever a predictor is given
+    expected_fn: Callable | None = None  # probs -> expected cost (logged; the differentiable penalty's term)
+    penalty_fn: Callable | None = None  # the differentiable penalty, passed to ``strategy.tell``
+
+    @property
+    def limit(self) -> float | None:
+        return None if self.budget is None else self.budget.limit
+
+
 def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = None) -> SearchResult:
     """Run (or resume) one search; see the module docstring."""
     import torch
-    import torch.nn.functional as F
 
-    from hwnas.cost import arch_cost
     from hwnas.data import load_dataset
     from hwnas.nn.supernet import Supernet
     from hwnas.space import get_space
@@ -264,73 +279,21 @@ def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = N
         torch.set_num_threads(int(config.threads))
     space = get_space(config.space)
     out = Path(config.out) if config.out else None
-    ckpt_path = out / "checkpoint.pt" if out else None
-    checkpoint = None
-    if out is not None:
-        if config.resume and ckpt_path.exists():
-            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            saved = checkpoint["config"]
-            diff = [k for k, v in config.to_dict().items()
-                    if k not in _RESUMABLE and json.loads(json.dumps(saved.get(k), default=_json_default))
-                    != json.loads(json.dumps(v, default=_json_default))]
-            if diff:
-                raise SearchError(f"cannot resume {out}: settings differ from the checkpoint's: "
-                                  + ", ".join(f"{k}={config.to_dict()[k]!r} (was {saved.get(k)!r})" for k in diff))
-        elif not config.resume and (ckpt_path.exists() or (out / "result.json").exists()):
-            raise SearchError(f"{out} already holds a search run; pass --resume to continue it or choose another --out")
-
+    checkpoint = _open_run(config, out)
     res = config.resolution or (max(space.resolutions) if space.searchable_resolution else space.default_resolution)
     cost_res = None if space.searchable_resolution else int(res)
 
-    # -- budget and costs -------------------------------------------------------
-    predictor = _load_predictor(config, space)
-    budget = None
-    cost_fn = None
-    if config.latency_budget_ms is not None:
-        budget = pen.Budget("latency", float(config.latency_budget_ms))
-        cost_fn = pen.latency_cost_fn(predictor)
-    elif config.flops_budget is not None:
-        budget = pen.Budget("flops", float(config.flops_budget))
-        # checked with the space's class count first (fail fast, before loading data)
-        cost_fn = pen.flops_cost_fn(space, cost_res, None)
-    crange = pen.budget_check(space, budget, cost_fn, seed=config.seed) if budget is not None else None
+    costs = _budget_costs(config, space, cost_res)
     if out is not None:  # the budget is sane: from here on the run leaves files
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "config.json", config.to_dict())
     data = load_dataset(config.dataset, int(res), seed=config.seed, limit=config.limit)
     ncls = data.num_classes
-    if budget is not None and budget.kind == "flops":
-        cost_fn = pen.flops_cost_fn(space, cost_res, ncls)
-    lat_fn = pen.latency_cost_fn(predictor) if predictor is not None else None
-
-    # expected cost of the distribution (logged; the differentiable penalty's term)
-    expected_fn = None
-    if budget is not None and budget.kind == "flops":
-        expected_fn = pen.expected_flops_fn(space, cost_res, ncls)
-    elif budget is not None and getattr(predictor, "differentiable", False):
-        expected_fn = predictor.expected_latency_torch
-    penalty_fn = None
-    if config.penalty == "differentiable" and budget is not None:
-        if expected_fn is None:
-            raise SearchError(f"the differentiable penalty needs a differentiable latency predictor (an 'mlp'); "
-                              f"{config.predictor} is a {type(predictor).__name__}: use --penalty hinge or mnas")
-        penalty_fn = pen.differentiable_penalty(expected_fn, budget.limit, config.penalty_weight)
+    _data_costs(costs, config, space, cost_res, ncls)
 
     # -- strategy, supernet, optimizer ------------------------------------------------
-    n_train = len(data.train)
-    steps_per_epoch = max(1, n_train // config.batch_size)
-    search_steps_total = steps_per_epoch * (config.epochs - config.warmup_epochs)
-    sparams = dict(seed=config.seed, samples_per_step=config.samples_per_step)
-    if config.strategy in ("parsec", "fpnas"):
-        sparams["arch_lr"] = config.arch_lr
-    if config.strategy == "fpnas":
-        sparams["switch_step"] = int(round(config.switch_fraction * search_steps_total))
-    sparams.update(config.strategy_params)
-    strategy = create_strategy(config.strategy, space, **sparams)
-    if penalty_fn is not None and not strategy.is_distribution:
-        raise SearchError(f"the differentiable penalty needs a distribution strategy (parsec, fpnas), "
-                          f"not {config.strategy!r}: use --penalty hinge or mnas")
-
+    steps_per_epoch = max(1, len(data.train) // config.batch_size)
+    strategy = _make_strategy(config, space, steps_per_epoch, costs.penalty_fn)
     net = Supernet(space, ncls, int(res), seed=config.seed)
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
@@ -348,66 +311,26 @@ def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = N
     elif out is not None and (out / "log.jsonl").exists():
         (out / "log.jsonl").unlink()
 
-    xtr, ytr = data.train.tensors
-    xva, yva = data.val.tensors
-    n_val = len(yva)
-    vb = min(config.val_batch_size, n_val)
+    vb = min(config.val_batch_size, len(data.val.tensors[1]))
     t_start = time.perf_counter()
-    log_f = open(out / "log.jsonl", "a") if out is not None else None
-    cost_kind = None if budget is None else budget.kind
+
+    def clock() -> float:  # run time, the checkpoint's share included
+        return elapsed + time.perf_counter() - t_start
 
     def emit(event: dict) -> None:
         if progress is not None:
             progress(event)
 
+    log_f = open(out / "log.jsonl", "a") if out is not None else None
     try:
         for epoch in range(start_epoch, config.epochs):
-            net.train()
-            perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-            warm = epoch < config.warmup_epochs
-            vperm = torch.randperm(n_val, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch + 500))
-            for b in range(steps_per_epoch):
-                idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
-                xb, yb = xtr[idx], ytr[idx]
-                if warm:
-                    paths = [space.sample(warm_rng)]
-                else:
-                    archs = strategy.ask()
-                    paths = archs if config.train_paths == 0 else archs[:config.train_paths]
-                # supernet step: mean loss over the training paths
-                optimizer.zero_grad()
-                train_loss = 0.0
-                for a in paths:
-                    loss = F.cross_entropy(net(xb, a), yb) / len(paths)
-                    loss.backward()
-                    train_loss += float(loss.detach())
-                optimizer.step()
-                if warm:
-                    emit({"stage": "warmup", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch,
-                          "train_loss": train_loss})
-                    continue
-                # rewards on one validation batch, shaped by the budget
-                start = (b * vb) % max(n_val - vb + 1, 1)
-                vidx = vperm[start:start + vb]
-                losses, accs = zip(*(_eval_arch(net, a, xva[vidx], yva[vidx], vb) for a in archs))
-                losses, accs = np.asarray(losses), np.asarray(accs)
-                raw = -losses if config.reward == "loss" else accs
-                costs = cost_fn(archs) if cost_fn is not None else None
-                rewards = pen.shape_rewards(raw, costs, None if budget is None else budget.limit, config.penalty,
-                                            weight=config.penalty_weight, mnas_w=config.mnas_w, accuracy=accs)
-                strategy.tell(archs, rewards, penalty=penalty_fn)
-                step += 1
-                rec = _step_record(strategy, step, epoch, archs, losses, accs, rewards, costs, budget,
-                                   expected_fn, lat_fn, train_loss, cost_kind)
-                rec["time_s"] = round(elapsed + time.perf_counter() - t_start, 3)
-                if log_f is not None:
-                    log_f.write(json.dumps(rec, default=_json_default) + "\n")
-                    log_f.flush()
-                emit({"stage": "search", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch, **rec})
+            step = _search_epoch(config, space, net, optimizer, strategy, warm_rng, costs, data, epoch,
+                                 steps_per_epoch, vb, step, clock, log_f, emit)
             if out is not None:
+                ckpt_path = out / "checkpoint.pt"
                 torch.save({
                     "config": config.to_dict(), "epoch": epoch + 1, "step": step,
-                    "elapsed_s": elapsed + time.perf_counter() - t_start,
+                    "elapsed_s": clock(),
                     "supernet": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "strategy": strategy.state_dict(), "warm_rng": warm_rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(),
@@ -417,18 +340,155 @@ def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = N
     finally:
         if log_f is not None:
             log_f.close()
+    return _final_result(config, space, net, strategy, costs, data, cost_res, vb, step, clock, out)
 
-    # -- final architecture -------------------------------------------------------------
-    fallback = crange.min_arch if crange is not None else None
-    choice = pen.select_final(strategy, cost_fn, None if budget is None else budget.limit, fallback=fallback)
+
+def _open_run(config: SearchConfig, out: Path | None) -> dict | None:
+    """The checkpoint to resume from, if any; refuses a run folder that cannot be used as asked."""
+    if out is None:
+        return None
+    ckpt_path = out / "checkpoint.pt"
+    if config.resume and ckpt_path.exists():
+        import torch
+
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = checkpoint["config"]
+        diff = [k for k, v in config.to_dict().items()
+                if k not in _RESUMABLE and json.loads(json.dumps(saved.get(k), default=_json_default))
+                != json.loads(json.dumps(v, default=_json_default))]
+        if diff:
+            raise SearchError(f"cannot resume {out}: settings differ from the checkpoint's: "
+                              + ", ".join(f"{k}={config.to_dict()[k]!r} (was {saved.get(k)!r})" for k in diff))
+        return checkpoint
+    if not config.resume and (ckpt_path.exists() or (out / "result.json").exists()):
+        raise SearchError(f"{out} already holds a search run; pass --resume to continue it or choose another --out")
+    return None
+
+
+def _budget_costs(config: SearchConfig, space, cost_res: int | None) -> _Costs:
+    """Load the predictor, build the budget's cost function and check the budget (before any file or data)."""
+    predictor = _load_predictor(config, space)
+    budget = cost_fn = None
+    if config.latency_budget_ms is not None:
+        budget = pen.Budget("latency", float(config.latency_budget_ms))
+        cost_fn = pen.latency_cost_fn(predictor)
+    elif config.flops_budget is not None:
+        budget = pen.Budget("flops", float(config.flops_budget))
+        # checked with the space's class count first (fail fast, before loading data)
+        cost_fn = pen.flops_cost_fn(space, cost_res, None)
+    crange = pen.budget_check(space, budget, cost_fn, seed=config.seed) if budget is not None else None
+    return _Costs(predictor, budget, cost_fn, crange)
+
+
+def _data_costs(costs: _Costs, config: SearchConfig, space, cost_res: int | None, ncls: int) -> None:
+    """Complete ``costs`` once the dataset's class count is known (it sets the classifier's FLOPs)."""
+    budget, predictor = costs.budget, costs.predictor
+    if budget is not None and budget.kind == "flops":
+        costs.cost_fn = pen.flops_cost_fn(space, cost_res, ncls)
+        costs.expected_fn = pen.expected_flops_fn(space, cost_res, ncls)
+    elif budget is not None and getattr(predictor, "differentiable", False):
+        costs.expected_fn = predictor.expected_latency_torch
+    if predictor is not None:
+        # a latency budget's cost function already predicts (and memoises) the same numbers
+        latency_budget = budget is not None and budget.kind == "latency"
+        costs.lat_fn = costs.cost_fn if latency_budget else pen.latency_cost_fn(predictor)
+    if config.penalty == "differentiable" and budget is not None:
+        if costs.expected_fn is None:
+            raise SearchError(f"the differentiable penalty needs a differentiable latency predictor (an 'mlp'); "
+                              f"{config.predictor} is a {type(predictor).__name__}: use --penalty hinge or mnas")
+        costs.penalty_fn = pen.differentiable_penalty(costs.expected_fn, budget.limit, config.penalty_weight)
+
+
+def _make_strategy(config: SearchConfig, space, steps_per_epoch: int, penalty_fn):
+    """The configured strategy; FP-NAS's switch step is ``switch_fraction`` of the search steps."""
+    sparams = dict(seed=config.seed, samples_per_step=config.samples_per_step)
+    if config.strategy in ("parsec", "fpnas"):
+        sparams["arch_lr"] = config.arch_lr
+    if config.strategy == "fpnas":
+        search_steps_total = steps_per_epoch * (config.epochs - config.warmup_epochs)
+        sparams["switch_step"] = int(round(config.switch_fraction * search_steps_total))
+    sparams.update(config.strategy_params)
+    strategy = create_strategy(config.strategy, space, **sparams)
+    if penalty_fn is not None and not strategy.is_distribution:
+        raise SearchError(f"the differentiable penalty needs a distribution strategy (parsec, fpnas), "
+                          f"not {config.strategy!r}: use --penalty hinge or mnas")
+    return strategy
+
+
+def _search_epoch(config: SearchConfig, space, net, optimizer, strategy, warm_rng, costs: _Costs, data, epoch: int,
+                  steps_per_epoch: int, vb: int, step: int, clock, log_f, emit) -> int:
+    """One epoch: a supernet step per training batch, plus (after warm-up) a strategy step on
+    one validation batch; returns the search-step counter."""
+    import torch
+    import torch.nn.functional as F
+
+    xtr, ytr = data.train.tensors
+    xva, yva = data.val.tensors
+    n_train, n_val = len(data.train), len(yva)
+    cost_kind = None if costs.budget is None else costs.budget.kind
+    net.train()
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+    warm = epoch < config.warmup_epochs
+    vperm = torch.randperm(n_val, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch + 500))
+    for b in range(steps_per_epoch):
+        idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
+        xb, yb = xtr[idx], ytr[idx]
+        if warm:
+            paths = [space.sample(warm_rng)]
+        else:
+            archs = strategy.ask()
+            paths = archs if config.train_paths == 0 else archs[:config.train_paths]
+        # supernet step: mean loss over the training paths
+        optimizer.zero_grad()
+        train_loss = 0.0
+        for a in paths:
+            loss = F.cross_entropy(net(xb, a), yb) / len(paths)
+            loss.backward()
+            train_loss += float(loss.detach())
+        optimizer.step()
+        if warm:
+            emit({"stage": "warmup", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch,
+                  "train_loss": train_loss})
+            continue
+        # rewards on one validation batch, shaped by the budget
+        start = (b * vb) % max(n_val - vb + 1, 1)
+        vidx = vperm[start:start + vb]
+        losses, accs = zip(*(_eval_arch(net, a, xva[vidx], yva[vidx], vb) for a in archs))
+        losses, accs = np.asarray(losses), np.asarray(accs)
+        raw = -losses if config.reward == "loss" else accs
+        arch_costs = costs.cost_fn(archs) if costs.cost_fn is not None else None
+        rewards = pen.shape_rewards(raw, arch_costs, costs.limit, config.penalty,
+                                    weight=config.penalty_weight, mnas_w=config.mnas_w, accuracy=accs)
+        strategy.tell(archs, rewards, penalty=costs.penalty_fn)
+        step += 1
+        rec = _step_record(strategy, step, epoch, archs, losses, accs, rewards, arch_costs, costs.budget,
+                           costs.expected_fn, costs.lat_fn, train_loss, cost_kind)
+        rec["time_s"] = round(clock(), 3)
+        if log_f is not None:
+            log_f.write(json.dumps(rec, default=_json_default) + "\n")
+            log_f.flush()
+        emit({"stage": "search", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch, **rec})
+    return step
+
+
+def _final_result(config: SearchConfig, space, net, strategy, costs: _Costs, data, cost_res: int | None, vb: int,
+                  step: int, clock, out: Path | None) -> SearchResult:
+    """Pick the final arch (``penalty.select_final``), measure it, and write the run's result files."""
+    import torch
+
+    from hwnas.cost import arch_cost
+
+    fallback = costs.crange.min_arch if costs.crange is not None else None
+    choice = pen.select_final(strategy, costs.cost_fn, costs.limit, fallback=fallback)
     arch = choice.arch
+    xva, yva = data.val.tensors
     val_loss, val_acc = _eval_arch(net, arch, xva, yva, vb)
-    ac = arch_cost(space, arch, cost_res, ncls)
-    wall = elapsed + time.perf_counter() - t_start
-    pred_ms = float(lat_fn([arch])[0]) if lat_fn is not None else None
+    ac = arch_cost(space, arch, cost_res, data.num_classes)
+    wall = clock()
+    pred_ms = float(costs.lat_fn([arch])[0]) if costs.lat_fn is not None else None
     margin = None
-    if budget is not None:
-        margin = budget.margin(pred_ms if budget.kind == "latency" else ac.flops)
+    if costs.budget is not None:
+        margin = costs.budget.margin(pred_ms if costs.budget.kind == "latency" else ac.flops)
     result = SearchResult(
         space=space.name, arch=str(arch), resolution=space.resolution(arch, cost_res), strategy=config.strategy,
         seed=config.seed, dataset=data.name, predictor=config.predictor,

@@ -4,20 +4,12 @@ import sqlite3
 
 import onnx
 import pytest
-import torch
 
 from hwnas.cli.main import main
 from hwnas.errors import HwnasError
 from hwnas.pipeline import PipelineConfig, run_pipeline
 
 SMALL = dict(num_archs=16, warmup=2, runs=5, search_epochs=2, export_epochs=1, limit=200, seed=0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def _rows(db):
