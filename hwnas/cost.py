@@ -79,7 +79,7 @@ def arch_cost(space: SearchSpace, arch: Arch | str, resolution: int | None = Non
     plan = plan_arch(space, space.parse(arch), resolution, num_classes)
     layers = tuple(layer_cost(p) for p in plan.layers)
     last = plan.layers[-1].out_channels if plan.layers else plan.stem_channels
-    fixed, fixed_act = _fixed_cost(space, plan.resolution, last, plan.num_classes)
+    fixed, fixed_act = fixed_cost(space, plan.resolution, last, plan.num_classes)
     return ArchCost(
         flops=fixed.flops + sum(c.flops for c in layers),
         params=fixed.params + sum(c.params for c in layers),
@@ -89,8 +89,11 @@ def arch_cost(space: SearchSpace, arch: Arch | str, resolution: int | None = Non
     )
 
 
-def _fixed_cost(space: SearchSpace, resolution: int, last: int, num_classes: int) -> tuple[LayerCost, int]:
-    """Stem + head conv + classifier, and their output activations."""
+def fixed_cost(space: SearchSpace, resolution: int, last: int, num_classes: int) -> tuple[LayerCost, int]:
+    """Stem + head conv + classifier, and their output activations: the part of every arch
+    that no decision changes except through ``last`` (the channels entering the head), which
+    is why the cost extremes, the expected-FLOPs penalty and the predictors' cost tables all
+    add it once per reachable ``last`` instead of re-planning whole archs."""
     stem = space.stem
     stem_size = conv_out(resolution, stem.stride)
     final = stem_size
@@ -134,7 +137,7 @@ def cost_extremes(space: SearchSpace, key: str = "flops") -> tuple[tuple[int, Ar
                 states = new
                 size = conv_out(size, layer.stride)
             for ch, (total, toks) in states.items():
-                total += getattr(_fixed_cost(space, res, ch, space.num_classes)[0], key)
+                total += getattr(fixed_cost(space, res, ch, space.num_classes)[0], key)
                 tokens = ((f"r{res}",) if space.searchable_resolution else ()) + toks
                 if best is None or sign * total < sign * best[0]:
                     best = (total, Arch(space.name, tokens))

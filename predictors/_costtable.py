@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwnas.cost import _fixed_cost, layer_cost
+from hwnas.cost import fixed_cost, layer_cost
 from hwnas.space import SearchSpace
 from hwnas.space._plan import conv_out, plan_layer
 
@@ -66,7 +66,7 @@ class CostTable:
             states.append(list(nxt))
         self.states = states
         final = states[n_layers]
-        fixed = [_fixed_cost(space, r, ch, space.num_classes) for r, ch in final]
+        fixed = [fixed_cost(space, r, ch, space.num_classes) for r, ch in final]
         self.fixed = {
             "flops": np.array([c.flops for c, _ in fixed], dtype=np.float64),
             "params": np.array([c.params for c, _ in fixed], dtype=np.float64),

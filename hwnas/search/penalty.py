@@ -173,7 +173,7 @@ def expected_flops_fn(space: SearchSpace, resolution: int | None = None, num_cla
     """``probs -> E[FLOPs]`` (torch scalar, exact; see the module docstring)."""
     import torch
 
-    from hwnas.cost import _fixed_cost, layer_cost
+    from hwnas.cost import fixed_cost, layer_cost
     from hwnas.space._plan import conv_out, plan_layer
 
     res_list = list(space.resolutions) if space.searchable_resolution else [space.resolution(None, resolution)]
@@ -200,7 +200,7 @@ def expected_flops_fn(space: SearchSpace, resolution: int | None = None, num_cla
             per_layer.append(entry)
             chans = nxt
             size = conv_out(size, layer.stride)
-        fixed = {ch: float(_fixed_cost(space, res, ch, ncls)[0].flops) for ch in chans}
+        fixed = {ch: float(fixed_cost(space, res, ch, ncls)[0].flops) for ch in chans}
         tables.append((per_layer, fixed))
 
     def fn(probs: list) -> "torch.Tensor":
