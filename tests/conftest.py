@@ -25,4 +25,16 @@ def micro_space():
     unregister_space("micro")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Small nets gain nothing from threads, and spinning OpenMP threads on a busy 2-core
+    machine make training several times slower: one thread, then torch's setting back."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 ALL_SPACES = ["tiny", "fbnet", "fbnetv2"]

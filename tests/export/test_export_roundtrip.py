@@ -16,15 +16,6 @@ ARCH = "k3_e3-k5_e1_w0.5-k3_e1"  # a micro-space arch with a residual layer and 
 LIMIT = 240  # digits images used: 190 train / 50 val (stratified, 24 a class)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Small nets on a busy 2-core box train far faster on one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def dry(micro_space, tmp_path_factory):
     """``--epochs 0``: untrained network, fixed batch 1, a budget no CPU can meet."""

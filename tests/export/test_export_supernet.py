@@ -35,14 +35,6 @@ def _run_dir(path, space, num_classes=10):
     return net.eval()
 
 
-@pytest.fixture
-def one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_from_supernet_exports_the_shared_weights(micro_space, tmp_path, one_torch_thread):
     net = _run_dir(tmp_path / "run", micro_space)
     out = tmp_path / "m.onnx"
