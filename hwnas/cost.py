@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hwnas.space import Arch, LayerPlan, SearchSpace, plan_arch
-from hwnas.space._plan import conv_out, plan_layer, sa_channels, se_channels
+from hwnas.space._plan import conv_out, sa_channels, se_channels
 
 
 @dataclass(frozen=True)
@@ -114,32 +114,30 @@ def cost_extremes(space: SearchSpace, key: str = "flops") -> tuple[tuple[int, Ar
     """The exact cheapest and most expensive architecture by ``flops`` or ``params``.
 
     Why exact and cheap: a layer's cost depends only on its op and its input channels,
-    so a dynamic programme over (layer, input channels) visits a handful of states per
-    layer instead of the 10^21 architectures of the space.
+    so a dynamic programme over the (resolution, input channels) states of
+    ``hwnas.cost_table.CostTable`` visits a handful of states per layer instead of the
+    10^21 architectures of the space.
     """
+    from hwnas.cost_table import CostTable
+
     if key not in ("flops", "params"):
         raise ValueError(f"key must be 'flops' or 'params', got {key!r}")
+    table = CostTable(space)
     results = []
     for sign in (1, -1):  # 1: cheapest, -1: most expensive
-        best = None
-        for res in space.resolutions if space.searchable_resolution else (space.default_resolution,):
-            states = {space.stem.channels: (0, ())}  # in_channels -> (cost so far, tokens)
-            size = conv_out(res, space.stem.stride)
-            for layer in space.layers:
-                new: dict[int, tuple[int, tuple]] = {}
-                for ch, (total, toks) in states.items():
-                    for op in layer.ops:
-                        lp = plan_layer(layer, op, ch, size)
-                        cand = (total + getattr(layer_cost(lp), key), toks + (op.name,))
-                        old = new.get(lp.out_channels)
-                        if old is None or sign * cand[0] < sign * old[0]:
-                            new[lp.out_channels] = cand
-                states = new
-                size = conv_out(size, layer.stride)
-            for ch, (total, toks) in states.items():
-                total += getattr(fixed_cost(space, res, ch, space.num_classes)[0], key)
-                tokens = ((f"r{res}",) if space.searchable_resolution else ()) + toks
-                if best is None or sign * total < sign * best[0]:
-                    best = (total, Arch(space.name, tokens))
-        results.append(best)
+        # state index -> (cost so far, tokens); the first token names the resolution when searched
+        states = {s: (0, (f"r{r}",) if table.offset else ()) for s, (r, _) in enumerate(table.states[0])}
+        for i, layer in enumerate(space.layers):
+            costs, nxt = table.tables[i][key], table.next_state[i]
+            new: dict[int, tuple[int, tuple]] = {}
+            for s, (total, toks) in states.items():
+                for j, op in enumerate(layer.ops):
+                    cand = (total + int(costs[s, j]), toks + (op.name,))
+                    old = new.get(int(nxt[s, j]))
+                    if old is None or sign * cand[0] < sign * old[0]:
+                        new[int(nxt[s, j])] = cand
+            states = new
+        total, toks = min(((t + int(table.fixed[key][s]), toks) for s, (t, toks) in states.items()),
+                          key=lambda c: sign * c[0])
+        results.append((total, Arch(space.name, toks)))
     return results[0], results[1]

@@ -14,7 +14,7 @@ encoding ``probs`` to the same block in torch so a search can differentiate thro
   the input resolution.
 
 Soft encodings are exact expectations under the product distribution for every
-component (see ``_costtable``), so a one-hot ``probs`` gives exactly ``encode(arch)``.
+component (see ``hwnas.cost_table``), so a one-hot ``probs`` gives exactly ``encode(arch)``.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import numpy as np
 from hwnas.errors import ArchError, PredictorError, valid_list
 from hwnas.space import Arch, SearchSpace
 
-from hwnas.predictors._costtable import CostTable
+from hwnas.cost_table import CostTable
 
 COMPONENTS = ("onehot", "factorized", "layercost", "totals")
 DEFAULT_ENCODING = "onehot+layercost+totals"

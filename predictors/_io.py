@@ -22,6 +22,7 @@ import numpy as np
 
 from hwnas import __version__
 from hwnas.errors import PredictorError, SpaceError
+from hwnas.jsonutil import to_jsonable
 from hwnas.space import SearchSpace, get_space
 
 from hwnas.predictors._encoding import Encoding
@@ -45,11 +46,11 @@ def save_predictor(pred, path) -> None:
     arrays["__train_latency_ms"] = np.asarray(pred.train_latency_ms_)
     meta = {
         "format": FORMAT, "hwnas_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": pred.name, "params": _jsonable(pred.get_params()), "space": pred.space_name,
+        "model": pred.name, "params": to_jsonable(pred.get_params()), "space": pred.space_name,
         "decisions": [list(d.choices) for d in pred.space.decisions], "encoding": pred.encoding,
         "resolution": pred.encoding_.table.resolutions[0] if not pred.space.searchable_resolution else None,
         "n_features": pred.encoding_.n_features, "device_id": pred.device_id, "device_name": pred.device_name, "fingerprint": pred.fingerprint,
-        "n_train": pred.n_train_, "metrics": _jsonable(pred.metrics_), "train_archs": list(pred.train_archs_),
+        "n_train": pred.n_train_, "metrics": to_jsonable(pred.metrics_), "train_archs": list(pred.train_archs_),
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -57,7 +58,7 @@ def save_predictor(pred, path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("meta.json", json.dumps(meta, indent=1))
-        z.writestr("state.json", json.dumps(_jsonable(scalars)))
+        z.writestr("state.json", json.dumps(to_jsonable(scalars)))
         z.writestr("arrays.npz", buf.getvalue())
         for k, v in blobs.items():
             z.writestr(f"blob/{k}", v)
@@ -170,16 +171,3 @@ def _check_fingerprint(path, meta, fingerprint, force) -> None:
         if not force:
             raise PredictorError(msg + "; use --force / force=True to use it anyway")
         log.warning("%s; using it anyway (forced)", msg)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if np.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

@@ -1,29 +1,18 @@
 """Small helpers shared by the CLI modules: JSON output, the console, options."""
 from __future__ import annotations
 
-import json
 import math
 
 import click
+
+from hwnas import jsonutil
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
 
 
 def echo_json(obj) -> None:
-    """Print ``obj`` as JSON (dataclasses and numpy scalars are converted)."""
-    click.echo(json.dumps(obj, indent=2, default=_default, allow_nan=False))
-
-
-def _default(o):
-    import dataclasses
-
-    if dataclasses.is_dataclass(o):
-        return dataclasses.asdict(o)
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    """Print ``obj`` as strict JSON (see ``hwnas.jsonutil``: NaN -> null, numpy -> Python)."""
+    click.echo(jsonutil.dumps(obj, indent=2))
 
 
 def console():

@@ -1,7 +1,6 @@
 """``hwnas predictor``: train, evaluate and query latency predictors (thin over hwnas.predictors)."""
 from __future__ import annotations
 
-import math
 
 import click
 
@@ -52,17 +51,6 @@ def _only_space(db) -> str:
     return spaces[0]
 
 
-def _clean(obj):
-    """NaN -> None for JSON output."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _metrics_line(m: dict) -> str:
     tau = m.get("kendall_tau")
     rho = m.get("spearman_rho")
@@ -102,7 +90,7 @@ def train(db, csv_path, space_name, device, model, out, test_fraction, seed, fol
     report.update({"out": str(out), "space": space.name, "device_id": data.device_id,
                    "device_name": data.device_name, "source": data.source})
     if as_json:
-        return echo_json(_clean(report))
+        return echo_json(report)
     click.echo(f"{report['model']} on {space.name}: trained on {report['n_train']} archs, "
                f"held out {report['n_test']} ({data.source})")
     click.echo("held-out: " + _metrics_line(report["test_metrics"]))
@@ -138,7 +126,7 @@ def eval_cmd(path, db, csv_path, device, force, as_json):
     out = {"predictor": str(path), "model": pred.name, "space": pred.space_name, "source": data.source,
            "device_id": data.device_id, "metrics": metrics}
     if as_json:
-        return echo_json(_clean(out))
+        return echo_json(out)
     click.echo(f"{pred.name} ({path}) on {len(data)} archs of {data.source}:")
     click.echo(_metrics_line(metrics))
 
@@ -178,7 +166,7 @@ def show(path, as_json):
     meta.pop("train_archs", None)
     meta.pop("decisions", None)
     if as_json:
-        return echo_json(_clean(meta))
+        return echo_json(meta)
     click.echo(f"{meta['model']} predictor for space {meta['space']} (hwnas {meta['hwnas_version']}, {meta['created']})")
     click.echo(f"device: {meta.get('device_name') or '?'} (id {meta.get('device_id')})")
     click.echo(f"trained on {meta['n_train']} archs; encoding {meta['encoding']}")

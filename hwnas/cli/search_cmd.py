@@ -31,6 +31,11 @@ from hwnas.cli._progress import SearchBar
               help="Archs per step (PARSEC's K; FP-NAS's K at the start).")
 @click.option("--train-paths", type=int, default=1, show_default=True,
               help="Sampled paths trained per supernet step (0: all K, as PARSEC).")
+@click.option("--arch-lr", type=float, default=0.3, show_default=True,
+              help="Adam learning rate of the architecture distribution: higher converges in fewer steps.")
+@click.option("--switch-fraction", type=float, default=0.5, show_default=True,
+              help="fpnas: switch from the factorized to the joint distribution after this share of the "
+                   "search steps (or earlier, once the entropy has halved).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--reward", type=click.Choice(["loss", "acc"]), default="loss", show_default=True,
               help="Reward of a sampled arch on a validation batch: -loss or accuracy.")
@@ -41,7 +46,7 @@ from hwnas.cli._progress import SearchBar
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @json_option
 def search(space, strategy, latency_budget, flops_budget, penalty, penalty_weight, predictor, force, dataset, limit,
-           epochs, warmup_epochs, samples_per_step, train_paths, batch_size, reward, seed, threads, out, resume, as_json):
+           epochs, warmup_epochs, samples_per_step, train_paths, arch_lr, switch_fraction, batch_size, reward, seed, threads, out, resume, as_json):
     """Search the most accurate architecture within a latency or FLOPs budget.
 
     \b
@@ -57,8 +62,8 @@ def search(space, strategy, latency_budget, flops_budget, penalty, penalty_weigh
         out=out, latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
         flops_budget=None if flops_budget is None else parse_flops(flops_budget), penalty=penalty,
         penalty_weight=penalty_weight, predictor=predictor, force=force, reward=reward,
-        samples_per_step=samples_per_step, train_paths=train_paths, batch_size=batch_size, limit=limit,
-        threads=threads, resume=resume,
+        samples_per_step=samples_per_step, train_paths=train_paths, arch_lr=arch_lr, switch_fraction=switch_fraction,
+        batch_size=batch_size, limit=limit, threads=threads, resume=resume,
     )
     if as_json:
         result = run_search(config)

@@ -87,6 +87,8 @@ def evaluate_arch(net, arch, data, max_batches: int | None = None, *, bn: str = 
             for i, (x, y) in enumerate(iter_batches(data, batch_size)):
                 if max_batches is not None and i >= max_batches:
                     break
+                if bn == "batch" and len(y) < 2 and seen:  # a trailing 1-image batch has no batch statistics
+                    continue
                 x, y = x.to(device), y.to(device)
                 logits = net(x, arch)
                 total_loss += float(F.cross_entropy(logits, y, reduction="sum"))

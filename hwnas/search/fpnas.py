@@ -54,7 +54,7 @@ class FPNAS(DistributionStrategy):
     """PARSEC + entropy-adaptive ``K`` + factorized-to-joint coarse-to-fine search."""
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8,
-                 arch_lr: float = 0.1, estimator: str = "normalised", baseline_decay: float = 0.9,
+                 arch_lr: float = 0.3, estimator: str = "normalised", baseline_decay: float = 0.9,
                  lam: float | None = None, k_min: int = 2, k_max: int | None = None,
                  factorized: bool = True, switch_step: int | None = None,
                  switch_entropy: float = 0.5):

@@ -49,7 +49,7 @@ class DistributionStrategy(Strategy):
     is_distribution = True
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8,
-                 arch_lr: float = 0.1, estimator: str = "normalised", baseline_decay: float = 0.9,
+                 arch_lr: float = 0.3, estimator: str = "normalised", baseline_decay: float = 0.9,
                  factorized: bool = False):
         super().__init__(space, seed=seed, samples_per_step=samples_per_step)
         if estimator not in ESTIMATORS:
@@ -143,7 +143,7 @@ class Parsec(DistributionStrategy):
     """PARSEC: joint categorical per decision, a fixed ``K = samples_per_step`` per step."""
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8,
-                 arch_lr: float = 0.1, estimator: str = "normalised", baseline_decay: float = 0.9):
+                 arch_lr: float = 0.3, estimator: str = "normalised", baseline_decay: float = 0.9):
         super().__init__(space, seed=seed, samples_per_step=samples_per_step, arch_lr=arch_lr,
                          estimator=estimator, baseline_decay=baseline_decay, factorized=False)
 

@@ -24,9 +24,9 @@ penalty_weight``); rewards are then left unshaped.
 - Expected latency: the MLP predictor's ``expected_latency_torch(probs)`` (the predictor
   evaluated on the soft encoding, i.e. linearised around the distribution; exact for
   one-hot probabilities).
-- Expected FLOPs (``expected_flops_fn``): **exact**, no linearisation.  A layer's MACs
-  depend only on its op and its input channels, and the decisions are independent, so the
-  input-channel count follows a Markov chain:
+- Expected FLOPs (``expected_flops_fn``, from ``hwnas.cost_table.CostTable``): **exact**,
+  no linearisation.  A layer's MACs depend only on its op and its input channels, and the
+  decisions are independent, so the input-channel count follows a Markov chain:
   ``P(c_{l+1} = c') = sum_c P(c_l = c) sum_j p_l(j) [out(l, j, c) = c']`` and
   ``E[FLOPs] = sum_l sum_c P(c_l = c) sum_j p_l(j) F_l(j, c) + sum_c P(c_L = c) F_fixed(c)``
   (summed again over the resolution's probabilities when it is searchable).
@@ -171,58 +171,10 @@ def shape_rewards(rewards, costs, budget: float | None, penalty: str = "hinge", 
 
 def expected_flops_fn(space: SearchSpace, resolution: int | None = None, num_classes: int | None = None):
     """``probs -> E[FLOPs]`` (torch scalar, exact; see the module docstring)."""
-    import torch
+    from hwnas.cost_table import CostTable
 
-    from hwnas.cost import fixed_cost, layer_cost
-    from hwnas.space._plan import conv_out, plan_layer
-
-    res_list = list(space.resolutions) if space.searchable_resolution else [space.resolution(None, resolution)]
-    offset = 1 if space.searchable_resolution else 0
-    ncls = space.num_classes if num_classes is None else int(num_classes)
-    # per resolution: per layer: {in_ch: (cost vector over ops, {out_ch: [op indices]})}
-    tables = []
-    for res in res_list:
-        size = conv_out(res, space.stem.stride)
-        chans = {space.stem.channels}
-        per_layer = []
-        for layer in space.layers:
-            entry = {}
-            nxt = set()
-            for ch in sorted(chans):
-                costs, outs = [], {}
-                for j, op in enumerate(layer.ops):
-                    lp = plan_layer(layer, op, ch, size)
-                    costs.append(float(layer_cost(lp).flops))
-                    outs.setdefault(lp.out_channels, []).append(j)
-                    nxt.add(lp.out_channels)
-                entry[ch] = (torch.tensor(costs, dtype=torch.float64),
-                             {o: torch.tensor(js) for o, js in outs.items()})
-            per_layer.append(entry)
-            chans = nxt
-            size = conv_out(size, layer.stride)
-        fixed = {ch: float(fixed_cost(space, res, ch, ncls)[0].flops) for ch in chans}
-        tables.append((per_layer, fixed))
-
-    def fn(probs: list) -> "torch.Tensor":
-        total = torch.zeros((), dtype=torch.float64)
-        for ri, (per_layer, fixed) in enumerate(tables):
-            state = {space.stem.channels: torch.ones((), dtype=torch.float64)}
-            exp = torch.zeros((), dtype=torch.float64)
-            for li, entry in enumerate(per_layer):
-                p = probs[offset + li].to(torch.float64)
-                new: dict[int, torch.Tensor] = {}
-                for ch, pc in state.items():
-                    costs, outs = entry[ch]
-                    exp = exp + pc * (p * costs).sum()
-                    for o, js in outs.items():
-                        new[o] = new.get(o, 0) + pc * p[js].sum()
-                state = new
-            exp = exp + sum(pc * fixed[ch] for ch, pc in state.items())
-            w = probs[0][ri].to(torch.float64) if space.searchable_resolution else 1.0
-            total = total + w * exp
-        return total
-
-    return fn
+    table = CostTable(space, resolution, num_classes=num_classes)
+    return lambda probs: table.expected_costs(probs)["total_flops"]
 
 
 def differentiable_penalty(expected_fn, budget: float, weight: float = 2.0):

@@ -1,6 +1,7 @@
 """The search loop end to end: real supernet training on digits, real files, resume, CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -207,3 +208,15 @@ def test_cli_search_json_and_errors(tmp_path, micro_space):
     with pytest.raises(SystemExit) as e:
         main(["search", "--space", "micro", "--flops-budget", "1K", "--out", str(tmp_path / "x")])
     assert e.value.code == 2
+
+
+def test_cli_search_defaults_match_search_config():
+    """The CLI's shown defaults are the library's: one source of truth a user can read in --help."""
+    from hwnas.cli.search_cmd import search
+
+    defaults = SearchConfig()
+    shared = {p.name: p.default for p in search.params
+              if p.name in {f.name for f in dataclasses.fields(SearchConfig)} and isinstance(p.default, (int, float, str))}
+    assert {"arch_lr", "switch_fraction", "epochs", "samples_per_step", "batch_size"} <= set(shared)
+    for name, value in shared.items():
+        assert value == getattr(defaults, name), name

@@ -11,6 +11,10 @@ The same tables give the *expected* cost under independent per-decision probabil
 propagated exactly, ``P(s_{i+1}) = sum_{s,j} P(s_i = s) p_ij [next(s, j) = s_{i+1}]`` and
 ``E[cost_i] = sum_{s,j} P(s_i = s) p_ij cost_i(s, j)``.  With one-hot probabilities this
 is exactly the cost of that arch, so a soft encoding built from it reproduces ``predict``.
+
+Users: the predictors' encoding (``hwnas.predictors``), the search's exact expected FLOPs
+(``hwnas.search.penalty.expected_flops_fn``) and the exact cheapest / most expensive arch
+(``hwnas.cost.cost_extremes``): one walk over the states, not three.
 """
 from __future__ import annotations
 
@@ -27,8 +31,9 @@ LAYER_FIELDS = ("flops", "params", "traffic", "out_elems")
 class CostTable:
     """Lookup tables of per-layer costs over the reachable ``(resolution, channels)`` states."""
 
-    def __init__(self, space: SearchSpace, resolution: int | None = None):
+    def __init__(self, space: SearchSpace, resolution: int | None = None, *, num_classes: int | None = None):
         self.space = space
+        ncls = space.num_classes if num_classes is None else int(num_classes)
         self.offset = 1 if space.searchable_resolution else 0
         self.resolutions = tuple(space.resolutions) if space.searchable_resolution else (
             space.resolution(None, resolution),)
@@ -66,7 +71,7 @@ class CostTable:
             states.append(list(nxt))
         self.states = states
         final = states[n_layers]
-        fixed = [fixed_cost(space, r, ch, space.num_classes) for r, ch in final]
+        fixed = [fixed_cost(space, r, ch, ncls) for r, ch in final]
         self.fixed = {
             "flops": np.array([c.flops for c, _ in fixed], dtype=np.float64),
             "params": np.array([c.params for c, _ in fixed], dtype=np.float64),
