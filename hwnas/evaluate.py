@@ -8,7 +8,6 @@ model's ``metadata_props``, not from a side file.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import ExportError
+from hwnas.jsonutil import to_jsonable
 from hwnas.profiling.providers import check_ep
 
 log = logging.getLogger(__name__)
@@ -33,19 +33,6 @@ class ParityReport:
     top1_agreement: float  # fraction of images where both pick the same class
     onnx_accuracy: float  # top-1 accuracy of the ONNX outputs on those images
     passed: bool
-
-
-def jsonable(obj):
-    """Replace NaN/inf by None and numpy scalars by Python ones, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # --------------------------------------------------------------------------- ORT helpers
@@ -176,7 +163,7 @@ def evaluate_onnx(path: str | Path, dataset: str | None = None, *, ep: str = "cp
                               allow_fallback=allow_fallback, batch_size=bs, repeats=latency_repeats,
                               gap_s=latency_gap_s).to_dict()
     card_acc = meta.get("accuracy")
-    return jsonable({
+    return to_jsonable({
         "path": str(path), "dataset": dataset, "images": int(len(y)), "accuracy": acc, "loss": loss,
         "card_accuracy": float(card_acc) if card_acc else None,
         "resolution": resolution, "num_classes": splits.num_classes, "arch": meta.get("arch"),

@@ -22,7 +22,6 @@ split and classes without any side file.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -34,8 +33,10 @@ import numpy as np
 
 from hwnas import __version__
 from hwnas.errors import ExportError, valid_list
-from hwnas.evaluate import ParityReport, check_parity, jsonable
+from hwnas.evaluate import ParityReport, check_parity
+from hwnas.jsonutil import to_jsonable
 from hwnas.profiling.providers import check_ep
+from hwnas.torch_threads import torch_threads
 from hwnas.train import EpochStats, TrainConfig, TrainProgress
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class ExportResult:
     card: dict = field(repr=False)
 
     def to_dict(self) -> dict:
-        return jsonable(asdict(self))
+        return to_jsonable(asdict(self))
 
 
 # --------------------------------------------------------------------------- resolving
@@ -284,7 +285,7 @@ def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = Non
     tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
                        lr=_lr(config), weight_decay=config.weight_decay,
                        label_smoothing=config.label_smoothing, seed=config.seed)
-    with torch.random.fork_rng(devices=[]), _torch_threads(config.train_threads):
+    with torch.random.fork_rng(devices=[]), torch_threads(config.train_threads):
         torch.manual_seed(config.seed)
         model = _initial_model(config, target, splits)
         history = train_network(model, splits.train, splits.val, tcfg,
@@ -369,27 +370,6 @@ def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = Non
     if within is False:
         log.warning("measured latency %.3f ms exceeds the budget %.3f ms", measured, budget)
     return ExportResult(**result_fields, wall_time_s=wall, card=card)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """Run with ``n`` torch intra-op threads, restoring the old count after.
-
-    Why: small networks on a busy 2-core machine train 10-50x slower with 2 threads than
-    with 1 (threads spin waiting for each other); the caller decides (``_check_config``
-    has already refused a count below 1).
-    """
-    import torch
-
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _lr(cfg: ExportConfig) -> float | None:
@@ -520,7 +500,7 @@ def _model_card(cfg, target, r, predictor, wall, splits) -> dict:
         "wall_time_s": wall,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
     }
-    return jsonable(card)
+    return to_jsonable(card)
 
 
 def _search_summary(run: dict | None) -> dict | None:

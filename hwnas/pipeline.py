@@ -106,14 +106,10 @@ def run_pipeline(config: PipelineConfig, *, hooks: Hooks | None = None,
 
     torch runs with ``config.threads`` threads meanwhile (one is fastest for these small
     convolutions on a shared CPU) and gets its own setting back afterwards."""
-    import torch
+    from hwnas.torch_threads import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(config.threads)))
-    try:
+    with torch_threads(max(1, int(config.threads))):
         return _run_stages(config, hooks or {}, on_stage or (lambda stage, msg: log.info("%s: %s", stage, msg)))
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], None]) -> PipelineResult:

@@ -29,6 +29,7 @@ from hwnas.errors import PredictorError
 from hwnas.predictors._base import Predictor
 from hwnas.predictors._encoding import DEFAULT_ENCODING
 from hwnas.predictors._registry import register_predictor
+from hwnas.torch_threads import torch_threads
 
 
 #: ``huber`` (smooth L1 on the standardised target) is robust to the odd measurement that a
@@ -73,24 +74,6 @@ def _warm_start(net, xn: np.ndarray, tn: np.ndarray) -> None:
         net.mlp[-1].bias.zero_()
 
 
-class _threads:
-    """Temporarily set torch's intra-op threads (small matrices run fastest on one)."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
-        import torch
-
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.old)
-
-
 def _frozen(net):
     """Eval mode, no weight gradients: a search differentiates w.r.t. probs, not weights."""
     for p in net.parameters():
@@ -131,7 +114,7 @@ class MLPPredictor(Predictor):
         tn = (t - self.y_mean_) / self.y_std_
         xs = torch.from_numpy(xn.astype(np.float32))
         ts = torch.from_numpy(tn.astype(np.float32))[:, None]
-        with torch.random.fork_rng(devices=[]), _threads(1):
+        with torch.random.fork_rng(devices=[]), torch_threads(1):
             torch.manual_seed(self.seed)
             net = _net(x.shape[1], self.hidden)
             _warm_start(net, xn, tn)

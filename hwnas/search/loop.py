@@ -49,7 +49,6 @@ import numpy as np
 
 from hwnas import jsonutil
 from hwnas.errors import SearchError, valid_list
-from hwnas.jsonutil import to_jsonable
 from hwnas.search import penalty as pen
 from hwnas.search.base import create_strategy
 
@@ -245,17 +244,23 @@ class _Costs:
 
 
 def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = None) -> SearchResult:
-    """Run (or resume) one search; see the module docstring."""
+    """Run (or resume) one search; see the module docstring.
+
+    torch runs with ``config.threads`` threads (one by default: the supernet's small per-path
+    convs ran 5x slower with two on a loaded 2-vCPU machine) and gets its setting back after."""
+    from hwnas.torch_threads import torch_threads
+
+    with torch_threads(config.threads):
+        return _run_search(config, progress)
+
+
+def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -> SearchResult:
     import torch
 
     from hwnas.data import load_dataset
     from hwnas.nn.supernet import Supernet
     from hwnas.space import get_space
 
-    # One thread by default: the supernet's small per-path convs (batch 32-64, 32x32) ran
-    # 5x slower with torch's default two threads on a loaded 2-vCPU machine.
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
     space = get_space(config.space)
     out = Path(config.out) if config.out else None
     checkpoint = _open_run(config, out)
@@ -333,7 +338,7 @@ def _open_run(config: SearchConfig, out: Path | None) -> dict | None:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         saved = checkpoint["config"]
         diff = [k for k, v in config.to_dict().items()
-                if k not in _RESUMABLE and to_jsonable(saved.get(k)) != to_jsonable(v)]
+                if k not in _RESUMABLE and jsonutil.to_jsonable(saved.get(k)) != jsonutil.to_jsonable(v)]
         if diff:
             raise SearchError(f"cannot resume {out}: settings differ from the checkpoint's: "
                               + ", ".join(f"{k}={config.to_dict()[k]!r} (was {saved.get(k)!r})" for k in diff))
