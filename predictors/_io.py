@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas import __version__
+from hwnas import __version__, jsonutil
 from hwnas.errors import PredictorError, SpaceError
-from hwnas.jsonutil import to_jsonable
 from hwnas.space import SearchSpace, get_space
 
 from hwnas.predictors._encoding import Encoding
@@ -46,19 +45,19 @@ def save_predictor(pred, path) -> None:
     arrays["__train_latency_ms"] = np.asarray(pred.train_latency_ms_)
     meta = {
         "format": FORMAT, "hwnas_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": pred.name, "params": to_jsonable(pred.get_params()), "space": pred.space_name,
+        "model": pred.name, "params": pred.get_params(), "space": pred.space_name,
         "decisions": [list(d.choices) for d in pred.space.decisions], "encoding": pred.encoding,
         "resolution": pred.encoding_.table.resolutions[0] if not pred.space.searchable_resolution else None,
         "n_features": pred.encoding_.n_features, "device_id": pred.device_id, "device_name": pred.device_name, "fingerprint": pred.fingerprint,
-        "n_train": pred.n_train_, "metrics": to_jsonable(pred.metrics_), "train_archs": list(pred.train_archs_),
+        "n_train": pred.n_train_, "metrics": pred.metrics_, "train_archs": list(pred.train_archs_),
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("meta.json", json.dumps(meta, indent=1))
-        z.writestr("state.json", json.dumps(to_jsonable(scalars)))
+        z.writestr("meta.json", jsonutil.dumps(meta, indent=1))
+        z.writestr("state.json", jsonutil.dumps(scalars))
         z.writestr("arrays.npz", buf.getvalue())
         for k, v in blobs.items():
             z.writestr(f"blob/{k}", v)
