@@ -137,7 +137,7 @@ class ExportResult:
     card: dict = field(repr=False)
 
     def to_dict(self) -> dict:
-        return to_jsonable(asdict(self))
+        return to_jsonable(self)
 
 
 # --------------------------------------------------------------------------- resolving
