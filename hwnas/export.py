@@ -34,6 +34,7 @@ import numpy as np
 from hwnas import __version__
 from hwnas.errors import ExportError, valid_list
 from hwnas.evaluate import ParityReport, check_parity
+from hwnas import jsonutil
 from hwnas.jsonutil import to_jsonable
 from hwnas.profiling.providers import check_ep
 from hwnas.torch_threads import torch_threads
@@ -365,7 +366,7 @@ def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = Non
     )
     wall = time.perf_counter() - t_start
     card = _model_card(config, target, result_fields, (predictor_path, predictor_device), wall, splits)
-    card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    card_path.write_text(jsonutil.dumps(card, indent=2) + "\n")
     emit(ExportProgress("done", f"wrote {out} and {card_path}"))
     if within is False:
         log.warning("measured latency %.3f ms exceeds the budget %.3f ms", measured, budget)

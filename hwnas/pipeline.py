@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from hwnas import jsonutil
 from hwnas.errors import HwnasError, SearchError
 from hwnas.space import DATA_DIR
 
@@ -151,7 +152,7 @@ def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], 
     res.onnx_path = str(exported.onnx_path)
     say("export", f"{exported.onnx_path}: accuracy {exported.accuracy:.3f}, measured "
                   f"{exported.measured_latency_ms:.4f} ms")
-    (out / "summary.json").write_text(json.dumps(res.to_dict(), indent=2) + "\n")
+    (out / "summary.json").write_text(jsonutil.dumps(res.to_dict(), indent=2) + "\n")
     return res
 
 
@@ -182,7 +183,7 @@ def _prepare_out(config: PipelineConfig) -> Path:
                 raise HwnasError(f"cannot resume {str(out)!r}: settings differ from the saved run: "
                                  + ", ".join(f"{k}={now[k]!r} (was {before.get(k)!r})" for k in diff))
     out.mkdir(exist_ok=True)
-    saved.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    saved.write_text(jsonutil.dumps(config, indent=2) + "\n")
     return out
 
 
