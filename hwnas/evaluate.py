@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.errors import ExportError
+from hwnas.errors import ExportError, HwnasError
 from hwnas.jsonutil import to_jsonable
 from hwnas.profiling.providers import check_ep
 
@@ -105,8 +105,12 @@ def evaluate_onnx(path: str | Path, dataset: str | None = None, *, ep: str = "cp
                   threads: int = 1, batch_size: int = 64, resolution: int | None = None,
                   limit: int | None = None, data_seed: int | None = None, val_fraction: float | None = None,
                   measure_latency: bool = True, latency_warmup: int = 10, latency_runs: int = 50,
-                  latency_repeats: int = 3, latency_gap_s: float = 1.0) -> dict:
+                  latency_repeats: int = 3, latency_gap_s: float = 0.5, predictor_fp: dict | None = None) -> dict:
     """Accuracy and measured latency of an exported ONNX model on a dataset's validation split.
+
+    The latency is measured as the profiler measures (paired with the canary of the model's
+    space); ``predictor_fp`` (a predictor's fingerprint) supplies the reference to scale it by
+    when this machine measured that predictor's data.
 
     The model's ``metadata_props`` (written by ``export_arch``) supply the resolution, the
     dataset and its split (seed, fraction, limit) unless given here, so a model evaluated on
@@ -156,12 +160,10 @@ def evaluate_onnx(path: str | Path, dataset: str | None = None, *, ep: str = "cp
     loss = float(-np.mean(logp[np.arange(len(y)), y])) if len(y) else float("nan")
     measurement = None
     if measure_latency:
-        from hwnas.profiling.runner import measure
-
         bs = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
-        measurement = measure(model_bytes, ep=ep, threads=threads, warmup=latency_warmup, runs=latency_runs,
-                              allow_fallback=allow_fallback, batch_size=bs, repeats=latency_repeats,
-                              gap_s=latency_gap_s).to_dict()
+        measurement = _measure(model_bytes, meta, resolution, bs, ep=ep, threads=threads, warmup=latency_warmup,
+                               runs=latency_runs, allow_fallback=allow_fallback, repeats=latency_repeats,
+                               gap_s=latency_gap_s, predictor_fp=predictor_fp)
     card_acc = meta.get("accuracy")
     return to_jsonable({
         "path": str(path), "dataset": dataset, "images": int(len(y)), "accuracy": acc, "loss": loss,
@@ -170,6 +172,36 @@ def evaluate_onnx(path: str | Path, dataset: str | None = None, *, ep: str = "cp
         "space": meta.get("space"), "ep": ep, "ep_used": ep_used,
         "batch": shape[0] if isinstance(shape[0], int) else "dynamic",
         "throughput_img_s": len(y) / infer_s if infer_s > 0 else None,
-        "measured_latency_ms": measurement["median_ms"] if measurement else None,
+        "measured_latency_ms": measurement["latency_ms"] if measurement else None,
         "latency": measurement, "metadata": meta,
     })
+
+
+def _measure(model_bytes: bytes, meta: dict, resolution: int, batch: int, *, ep, threads, warmup, runs,
+             allow_fallback, repeats, gap_s, predictor_fp) -> dict:
+    """The profiler's protocol (``hwnas.profiling.protocol``): paired with the canary of the
+    model's space, scaled by the predictor's reference where this machine measured its data,
+    else by a reference calibrated here.  A model that names no hwnas space is timed plainly
+    (there is no canary to pair it with), and the result says so."""
+    from hwnas.profiling.canary import build_canary
+    from hwnas.profiling.protocol import measure_model, reference_for
+    from hwnas.space import get_space
+
+    space = meta.get("space")
+    try:
+        get_space(space) if space else None
+    except HwnasError:
+        space = None
+    if not space:
+        from hwnas.profiling.runner import measure
+
+        log.warning("the model names no hwnas space in its metadata: timed without a canary (plain protocol)")
+        d = measure(model_bytes, ep=ep, threads=threads, warmup=warmup, runs=runs, allow_fallback=allow_fallback,
+                    batch_size=batch, repeats=repeats, gap_s=gap_s).to_dict()
+        return {**d, "latency_ms": d["median_ms"], "protocol": "plain"}
+    theirs = (predictor_fp or {}).get("canary") or {}
+    canary = build_canary(space, arch=theirs.get("arch"), resolution=resolution, batch_size=batch)
+    ref = reference_for(canary, predictor_fp, ep=ep, threads=threads, allow_fallback=allow_fallback)
+    m = measure_model(model_bytes, canary, ref, ep=ep, threads=threads, warmup=warmup, runs=runs, sessions=repeats,
+                      gap_s=gap_s, allow_fallback=allow_fallback, batch_size=batch)
+    return {**m.to_dict(), "protocol": "canary"}

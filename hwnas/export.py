@@ -83,9 +83,9 @@ class ExportConfig:
     threads: int = 1
     latency_warmup: int = 10
     latency_runs: int = 50
-    # the profiler's protocol (hwnas profile --repeats): fresh sessions a pause apart, lowest median
+    # the profiler's protocol: paired sessions against the canary, a pause apart, median ratio
     latency_repeats: int = 3
-    latency_gap_s: float = 1.0
+    latency_gap_s: float = 0.5
     measure_latency: bool = True
     dynamic_batch: bool = False
     opset: int = 17
@@ -337,22 +337,17 @@ def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = Non
                 f"{rep.max_abs_diff:.3g} > tolerance {rep.tolerance:.3g} on {rep.images} validation images "
                 f"(top-1 agreement {rep.top1_agreement:.4f}); the exported graph is wrong, nothing was written")
 
-    measurement = fingerprint = None
-    if config.measure_latency:
-        from hwnas.profiling.fingerprint import device_fingerprint
-        from hwnas.profiling.runner import measure
-
-        emit(ExportProgress("latency", f"measuring latency on {config.ep} ({config.latency_runs} runs)"))
-        m = measure(model_bytes, ep=config.ep, threads=config.threads, warmup=config.latency_warmup,
-                    runs=config.latency_runs, allow_fallback=config.allow_fallback, batch_size=1,
-                    repeats=config.latency_repeats, gap_s=config.latency_gap_s)
-        measurement = m.to_dict()
-        fingerprint = device_fingerprint(m.ep_used, threads=config.threads, batch_size=1)
-    measured = measurement["median_ms"] if measurement else None
-
     run = target.run or {}
     budget = config.latency_budget_ms if config.latency_budget_ms is not None else run.get("latency_budget_ms")
-    predicted, predictor_path, predictor_device = _predicted_latency(config, target)
+    predicted, predictor_path, predictor_fp = _predicted_latency(config, target)
+    measurement = fingerprint = None
+    if config.measure_latency:
+        emit(ExportProgress("latency", f"measuring latency on {config.ep} against the canary "
+                                       f"({config.latency_repeats} x {config.latency_runs} paired runs)"))
+        m, fingerprint = _measure_latency(config, target, model_bytes, predictor_fp)
+        measurement = m.to_dict()
+    measured = measurement["latency_ms"] if measurement else None
+    predictor_device = (predictor_fp or {}).get("device_id")
     within = None if budget is None or measured is None else bool(measured <= budget)
 
     out.write_bytes(model_bytes)
@@ -416,8 +411,28 @@ def _initial_model(cfg: ExportConfig, target: _Target, splits):
     return model
 
 
-def _predicted_latency(cfg: ExportConfig, target: _Target) -> tuple[float | None, str | None, str | None]:
-    """(predicted ms, predictor path, the device id the predictor was trained on).
+def _measure_latency(config: ExportConfig, target: _Target, model_bytes: bytes, predictor_fp: dict | None):
+    """The exported model timed as the profiler times archs (``hwnas.profiling.protocol``):
+    against the predictor's canary, on the predictor's reference when this machine measured
+    its data; (``ModelLatency``, this machine's fingerprint)."""
+    from hwnas.profiling.canary import build_canary
+    from hwnas.profiling.fingerprint import device_fingerprint
+    from hwnas.profiling.protocol import measure_model, reference_for, warn_if_drifted
+
+    theirs = (predictor_fp or {}).get("canary") or {}
+    canary = build_canary(target.space.name, arch=theirs.get("arch"), resolution=target.resolution)
+    ref = reference_for(canary, predictor_fp, ep=config.ep, threads=config.threads,
+                        allow_fallback=config.allow_fallback)
+    m = measure_model(model_bytes, canary, ref, ep=config.ep, threads=config.threads, warmup=config.latency_warmup,
+                      runs=config.latency_runs, sessions=config.latency_repeats, gap_s=config.latency_gap_s,
+                      allow_fallback=config.allow_fallback, batch_size=1)
+    if ref.source == "predictor":
+        warn_if_drifted(m.speed_factor, ref.reference_ms)
+    return m, device_fingerprint(m.ep_used, threads=config.threads, batch_size=1)
+
+
+def _predicted_latency(cfg: ExportConfig, target: _Target) -> tuple[float | None, str | None, dict | None]:
+    """(predicted ms, predictor path, the fingerprint of the device the predictor was trained on).
 
     The run's own prediction is used as is; an explicit ``cfg.predictor`` predicts anew.
     The predictor's device id goes into the card so that a reader sees at once whether the
@@ -445,7 +460,10 @@ def _predicted_latency(cfg: ExportConfig, target: _Target) -> tuple[float | None
                 predictor = load_predictor(pred_path, space=target.space, force=True)
             except PredictorError as e:  # the run's prediction stands; only the device id is lost
                 log.warning("cannot read the run's predictor %s: %s", pred_path, e)
-    return predicted, (str(pred_path) if pred_path else None), getattr(predictor, "device_id", None)
+    fp = getattr(predictor, "fingerprint", None)
+    if predictor is not None and not fp and predictor.device_id:
+        fp = {"device_id": predictor.device_id}
+    return predicted, (str(pred_path) if pred_path else None), fp
 
 
 def _model_card(cfg, target, r, predictor, wall, splits) -> dict:

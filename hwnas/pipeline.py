@@ -29,6 +29,7 @@ import numpy as np
 
 from hwnas import jsonutil
 from hwnas.errors import HwnasError, SearchError
+from hwnas.profiling.canary import CALIBRATION_SESSIONS
 from hwnas.space import DATA_DIR
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class PipelineConfig:
     num_archs: int = 300  # archs to profile
     warmup: int = 10
     runs: int = 50
+    calibration_sessions: int = CALIBRATION_SESSIONS  # the canary's calibration block (a new run's first campaign)
     predictor_model: str = "mlp"  # the search's differentiable-ready default
     latency_budget_ms: float | None = None  # None: the budget_quantile of the measured latencies
     budget_quantile: float = 0.3
@@ -92,6 +94,9 @@ class PipelineResult:
     params: int | None = None
     archs_sampled: int | None = None
     onnx_path: str | None = None
+    latency_device: str | None = None  # the device the latency data describe
+    measured_reference: str | None = None  # where the final measurement's canary reference came from
+    canary_vs_data: float | None = None  # this machine's canary / the data's canary reference (--quick)
     stage_seconds: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -128,6 +133,10 @@ def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], 
     res.latency_range_ms = (float(data.latency_ms.min()), float(data.latency_ms.max()))
     say("profile", f"{len(data)} archs, {res.latency_range_ms[0]:.3f}-{res.latency_range_ms[1]:.3f} ms "
                    f"({data.source})")
+    res.latency_device = data.device_name or data.device_id
+    if config.quick:
+        res.canary_vs_data = _canary_vs_data(data)
+        say("device", _describe_quick(data, res.canary_vs_data))
 
     report = timed("predictor", lambda: _train_predictor(config, out, data))
     res.predictor_metrics = report["test_metrics"]
@@ -150,10 +159,41 @@ def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], 
     res.onnx_accuracy = exported.parity.onnx_accuracy
     res.parity_max_abs_diff = exported.parity.max_abs_diff
     res.onnx_path = str(exported.onnx_path)
+    res.measured_reference = (exported.latency or {}).get("reference_source")
     say("export", f"{exported.onnx_path}: accuracy {exported.accuracy:.3f}, measured "
                   f"{exported.measured_latency_ms:.4f} ms")
     (out / "summary.json").write_text(jsonutil.dumps(res.to_dict(), indent=2) + "\n")
     return res
+
+
+def _canary_vs_data(data) -> float | None:
+    """This machine's canary latency over the reference that the data's device measured
+    (None when the data carry no canary): how far this machine is from theirs."""
+    from hwnas.profiling.canary import build_canary
+    from hwnas.profiling.protocol import reference_for
+
+    theirs = (data.fingerprint or {}).get("canary")
+    if not theirs:
+        return None
+    canary = build_canary(theirs["space"], arch=theirs["arch"], resolution=theirs["resolution"],
+                          batch_size=theirs["batch"])
+    if canary.sha256 != theirs["sha256"]:
+        return None
+    here = reference_for(canary, None, warn=False)
+    return here.reference_ms / float(theirs["reference_ms"])
+
+
+def _describe_quick(data, factor: float | None) -> str:
+    from hwnas.profiling.fingerprint import device_fingerprint, hardware_diff
+
+    fp = data.fingerprint or {}
+    who = data.device_name or fp.get("cpu_model") or "an unnamed device"
+    when = ((fp.get("canary") or {}).get("created") or "")[:10]
+    other = "another machine" if hardware_diff(fp, device_fingerprint("cpu")) else "this machine's hardware"
+    msg = f"shipped latencies describe {who} ({other}{', measured ' + when if when else ''})"
+    if factor is None:
+        return msg + "; they carry no canary, so how far this machine is from it is unknown"
+    return msg + f"; this machine's canary runs {factor:.2f}x theirs"
 
 
 def default_out(root: str | Path = "runs") -> str:
@@ -202,7 +242,7 @@ def _profile(config: PipelineConfig, out: Path, on_row):
         return read_latency_csv(shipped, space)
     db = out / "latency.db"
     cfg = CampaignConfig(space=space.name, num_archs=config.num_archs, warmup=config.warmup, runs=config.runs,
-                         seed=config.seed)
+                         calibration_sessions=config.calibration_sessions, seed=config.seed)
     with LatencyStore(db) as store:
         # a campaign asked again adds N *new* archs; a resumed run only tops up to num_archs
         have = store.measured_archs(campaign_device(cfg)["device_id"], space.name, batch=cfg.batch_size,

@@ -3,7 +3,8 @@
 A CSV has a header with at least ``arch`` and ``latency_ms`` (lines starting with ``#`` are
 comments, as for ``hwnas data import``; extra columns are ignored,
 except ``device_id`` and ``fingerprint`` (JSON) which, when present and the same on every
-row, are recorded).  Every arch must parse in the given space and every latency must be
+row, are recorded; a ``# fingerprint <id> <JSON>`` comment line, as ``hwnas data export``
+writes, gives the fingerprint, with the canary reference, too).  Every arch must parse in the given space and every latency must be
 finite and > 0: a predictor trained on a NaN or a zero would be silently wrong.
 Duplicate archs are merged by their median (a campaign may be re-run).
 """
@@ -45,7 +46,7 @@ class LatencyData:
 
 def read_latency_csv(path, space: SearchSpace) -> LatencyData:
     """A latency CSV (validated by ``hwnas.profiling.transfer.read_latency_records``)."""
-    from hwnas.profiling.transfer import read_latency_records
+    from hwnas.profiling.transfer import read_csv_fingerprints, read_latency_records
 
     path = Path(path)
     if not path.is_file():
@@ -57,6 +58,9 @@ def read_latency_csv(path, space: SearchSpace) -> LatencyData:
     fps = {r["fingerprint"] for _, _, r, _ in records if r.get("fingerprint")}
     names = {r["device_name"] for _, _, r, _ in records if r.get("device_name")}
     fingerprint = json.loads(fps.pop()) if len(fps) == 1 else None
+    header = read_csv_fingerprints(path)  # '# fingerprint' lines of 'hwnas data export'
+    if fingerprint is None and len(header) == 1 and (not devs or devs == set(header)):
+        fingerprint = next(iter(header.values()))
     device_id = devs.pop() if devs else (fingerprint or {}).get("device_id")
     name = names.pop() if len(names) == 1 else None
     archs = tuple(a for a, _, _, _ in records)

@@ -138,11 +138,11 @@ def _resolve_space(path, meta, space, force) -> SearchSpace:
 
 def fingerprint_diff(a: dict, b: dict) -> list[str]:
     """Fields that change measured numbers and differ (host name, Python version do not count)."""
-    try:
-        from hwnas.profiling.fingerprint import ID_FIELDS
-    except ImportError:  # pragma: no cover - profiling is part of hwnas
-        ID_FIELDS = tuple(k for k in set(a) | set(b) if k not in ("hostname", "python", "device_id"))
-    diff = sorted(k for k in ID_FIELDS if a.get(k) != b.get(k))
+    from hwnas.profiling.fingerprint import ID_FIELDS, OPTIONAL_ID_FIELDS
+
+    # a newer field counts where both sides record it (an older fingerprint lacks it)
+    fields = ID_FIELDS + tuple(k for k in OPTIONAL_ID_FIELDS if a.get(k) is not None and b.get(k) is not None)
+    diff = sorted(k for k in fields if a.get(k) != b.get(k))
     if not diff and a.get("device_id") and b.get("device_id") and a["device_id"] != b["device_id"]:
         diff = ["device_id"]
     return diff
@@ -169,4 +169,8 @@ def _check_fingerprint(path, meta, fingerprint, force) -> None:
         msg = f"predictor {str(path)!r} was trained on another device ({shown})"
         if not force:
             raise PredictorError(msg + "; use --force / force=True to use it anyway")
-        log.warning("%s; using it anyway (forced)", msg)
+        from hwnas.profiling.fingerprint import describe_side_by_side
+
+        log.warning("%s; using it anyway (forced):\n%s", msg,
+                    describe_side_by_side(saved or {"device_id": saved_id}, fingerprint,
+                                          labels=("predictor", "data")))

@@ -27,6 +27,16 @@ sessions, on resume) and never duplicates one.  The row keeps every session medi
 (``extra.session_medians_ms``, time order) and the statistics (mean/std/p10/p90, runs) of
 the chosen session; its cost columns (``session_ms``, ``first_run_ms``,
 ``timed_total_ms``) are the totals over its R sessions, i.e. what measuring it cost.
+
+The canary (default since schema 2; ``hwnas.profiling.paired``): each session times the arch
+in alternation with the campaign's canary, whose session stays open for the whole
+campaign, and the row stores ``latency_ms = ratio x reference``.  The repeats above were a
+defence against the host's speed phases that the ratio makes unnecessary, so a paired
+campaign measures one session per arch by default (``repeats`` None: 1 with the canary,
+``DEFAULT_REPEATS`` without).  The reference is calibrated once per device and context,
+committed before the first arch, and reused by every later campaign on that device; a
+campaign never replaces it (``hwnas data recalibrate`` does, on request).  ``canary=False``
+(``--no-canary``) is plain timing, marked ``protocol: plain`` in the fingerprint.
 """
 from __future__ import annotations
 
@@ -40,6 +50,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 
 from hwnas.errors import HwnasError, ProfilingError, valid_list
+from hwnas.profiling.canary import CALIBRATION_GAP_S, CALIBRATION_SESSIONS
 from hwnas.space import get_space
 
 logger = logging.getLogger(__name__)
@@ -66,8 +77,23 @@ class CampaignConfig:
     precision: str = "fp32"
     trt_cache_dir: str | None = None
     active_predictor: str | None = None  # --active: pick archs this predictor is least sure of
-    repeats: int = DEFAULT_REPEATS  # fresh sessions per arch, spread in time; the lowest median is stored
+    repeats: int | None = None  # fresh sessions per arch, spread in time (None: 1 paired, 3 plain)
     chunk: int = DEFAULT_CHUNK  # archs measured round-robin, so an arch's sessions are a round apart
+    canary: bool = True  # time every arch against the canary (False: plain timing)
+    canary_arch: str | None = None  # --canary ARCH; None: the stored one, else the default rule's
+    calibration_sessions: int = CALIBRATION_SESSIONS  # the reference's calibration block (first campaign only)
+    calibration_gap_s: float = CALIBRATION_GAP_S
+
+    @property
+    def sessions(self) -> int:
+        """Sessions per arch: ``repeats``, or the protocol's default."""
+        if self.repeats is not None:
+            return self.repeats
+        return 1 if self.canary else DEFAULT_REPEATS
+
+    @property
+    def protocol(self) -> str:
+        return "canary" if self.canary else "plain"
 
     def measure_kwargs(self) -> dict:
         opts = {"trt_fp16_enable": "True"} if self.precision == "fp16" else None
@@ -89,6 +115,9 @@ class CampaignResult:
     wall_s: float = 0.0
     timed_s: float = 0.0  # time inside timed inference runs
     rows: list = field(default_factory=list)
+    canary: dict | None = None  # arch, sha256 and reference_ms of the canary (paired campaigns)
+    speed_range: tuple[float, float] | None = None  # (min, max) canary median / reference
+    drift_warned: bool = False
 
     @property
     def overhead_share(self) -> float:
@@ -99,10 +128,19 @@ def check_config(cfg: CampaignConfig) -> None:
     from hwnas.profiling.providers import check_ep
 
     check_ep(cfg.ep)
-    for name in ("batch_size", "threads", "num_archs", "repeats", "chunk"):
+    for name in ("batch_size", "threads", "num_archs", "sessions", "chunk", "calibration_sessions"):
         low = 0 if name == "num_archs" else 1
         if getattr(cfg, name) < low:
             raise ProfilingError(f"{name} must be >= {low}, got {getattr(cfg, name)}")
+    if cfg.calibration_gap_s < 0:
+        raise ProfilingError(f"calibration_gap_s must be >= 0, got {cfg.calibration_gap_s}")
+    if cfg.canary_arch is not None and not cfg.canary:
+        raise ProfilingError("--canary ARCH and --no-canary contradict each other; give one")
+    if cfg.canary_arch is not None:
+        try:
+            get_space(cfg.space).parse(cfg.canary_arch)
+        except HwnasError as e:
+            raise ProfilingError(f"--canary {cfg.canary_arch!r} is not an arch of space {cfg.space!r}: {e}") from None
     if cfg.precision not in PRECISIONS:
         raise ProfilingError(f"precision must be one of {valid_list(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.precision == "fp16" and cfg.ep != "tensorrt":
@@ -142,52 +180,97 @@ def _error_row(row: dict, arch: str, e: Exception, cfg: CampaignConfig, space=No
     return row
 
 
-def measure_session(data: bytes, cfg: CampaignConfig):
-    """One fresh session of the campaign's protocol (a ``Measurement``)."""
+def measure_session(data: bytes, cfg: CampaignConfig, timer=None):
+    """One fresh session of the campaign's protocol: a ``PairedMeasurement`` against the
+    open canary of ``timer``, or a plain ``Measurement`` without one."""
+    if timer is not None:
+        return timer.measure(data, runs=cfg.runs, time_budget_s=cfg.time_budget_s)
     from hwnas.profiling.runner import measure
 
     return measure(data, **cfg.measure_kwargs())
 
 
 def finish_row(row: dict, sessions: list) -> dict:
-    """The row of an arch from its sessions (time order): statistics of the lowest-median
-    session, every session median in ``extra``, cost columns summed over the sessions."""
+    """The row of an arch from its sessions (time order).  Plain: statistics of the
+    lowest-median session.  Paired: the session of the median ratio (the lower one of an
+    even count), its raw arch and canary statistics and every ratio estimate; the
+    ``latency_ms`` is set by the driver, which holds the reference.  Every session's
+    median (and ratio) is kept in ``extra``; cost columns are summed over the sessions."""
     from hwnas.profiling.runner import combine_sessions
 
-    m = combine_sessions(sessions)
+    paired = hasattr(sessions[0], "ratio")
+    raw = [s.arch for s in sessions] if paired else sessions
+    if paired:
+        chosen = sorted(range(len(sessions)), key=lambda i: sessions[i].ratio)[(len(sessions) - 1) // 2]
+        m, p = raw[chosen], sessions[chosen]
+    else:
+        m = combine_sessions(raw)
+        chosen = [x.median_ms for x in raw].index(m.median_ms)
     row.update({k: v for k, v in m.to_dict().items() if k not in (
         "ep", "threads", "batch_size", "fallback_reason", "cpu_median_ms", "repeats", "session_medians_ms")})
+    row["repeats"] = len(raw)
     for k in ("session_ms", "first_run_ms", "timed_total_ms"):
-        row[k] = float(sum(getattr(s, k) for s in sessions))
+        row[k] = float(sum(getattr(s, k) for s in raw))
     if m.engine_build_ms is not None:
-        row["engine_build_ms"] = float(sum(s.engine_build_ms or 0.0 for s in sessions))
+        row["engine_build_ms"] = float(sum(s.engine_build_ms or 0.0 for s in raw))
     row["status"] = "ok"
-    several = len(sessions) > 1
-    extra = {"fallback_reason": m.fallback_reason, "cpu_median_ms": m.cpu_median_ms, "repeats": len(sessions),
-             "session_medians_ms": [round(x, 6) for x in m.session_medians_ms] if several else None,
-             "chosen_session": m.session_medians_ms.index(m.median_ms) if several else None}
+    several = len(raw) > 1
+    extra = {"fallback_reason": m.fallback_reason, "cpu_median_ms": m.cpu_median_ms, "repeats": len(raw),
+             "session_medians_ms": [round(x.median_ms, 6) for x in raw] if several else None,
+             "chosen_session": chosen if several else None}
+    if paired:
+        row.update(ratio=p.ratio, canary_median_ms=p.canary_median_ms, calibrated=True)
+        extra.update(estimates={k: round(v, 6) for k, v in p.estimates.items()}, pairs=p.pairs,
+                     canary_p10_ms=round(p.canary_p10_ms, 6), canary_p90_ms=round(p.canary_p90_ms, 6),
+                     canary_timed_ms=round(sum(s.canary_total_ms for s in sessions), 3),
+                     session_ratios=[round(s.ratio, 6) for s in sessions] if several else None)
     row["extra"] = {k: v for k, v in extra.items() if v is not None} or None
     return row
 
 
-def measure_arch(space_name: str, arch: str, cfg: CampaignConfig) -> dict:
-    """Build, export and measure one arch in ``cfg.repeats`` sessions *back to back*; a row
+def measure_arch(space_name: str, arch: str, cfg: CampaignConfig, canary=None) -> dict:
+    """Build, export and measure one arch in ``cfg.sessions`` sessions *back to back*; a row
     dict (status 'error' with the error text instead of raising, so one bad arch never
     stops a campaign).  The in-process campaign spreads the sessions in time instead
-    (``measure_chunk``); this is the unit of work of a Ray task."""
+    (``measure_chunk``); this is the unit of work of a Ray task, which times against its
+    own process's copy of ``canary`` (a ``Canary``; None: plain timing)."""
     row, data = prepare_arch(space_name, arch, cfg)
     if data is None:
         return row
     try:
-        return finish_row(row, [measure_session(data, cfg) for _ in range(cfg.repeats)])
+        timer = worker_timer(canary, cfg) if canary is not None else None
+        return finish_row(row, [measure_session(data, cfg, timer) for _ in range(cfg.sessions)])
     except (HwnasError, RuntimeError, ValueError, MemoryError) as e:
         return _error_row(row, arch, e, cfg)
 
 
-def measure_chunk(space_name: str, archs: list[str], cfg: CampaignConfig, record, stop=None) -> None:
-    """Measure ``archs`` round-robin: build/export each once, then ``cfg.repeats`` rounds of
-    one fresh session per arch; ``record(row)`` each arch right after its last session.
-    A stop request ends the chunk at the next session: unfinished archs get no row."""
+_WORKER_TIMERS: dict = {}
+
+
+def worker_timer(canary, cfg: CampaignConfig):
+    """A ``PairedTimer`` for ``canary`` kept open in this process (one per canary and
+    settings), so a Ray worker opens the canary's session once, not once per task."""
+    key = (canary.sha256, cfg.ep, cfg.threads, cfg.batch_size, cfg.precision, cfg.warmup)
+    if key not in _WORKER_TIMERS:
+        _WORKER_TIMERS.clear()
+        _WORKER_TIMERS[key] = open_timer(canary, cfg)
+    return _WORKER_TIMERS[key]
+
+
+def open_timer(canary, cfg: CampaignConfig):
+    from hwnas.profiling.paired import PairedTimer
+
+    kw = cfg.measure_kwargs()
+    return PairedTimer(canary.onnx, ep=cfg.ep, threads=cfg.threads, warmup=cfg.warmup,
+                       allow_fallback=cfg.allow_fallback, batch_size=cfg.batch_size, ep_options=kw["ep_options"],
+                       cache_dir=cfg.trt_cache_dir)
+
+
+def measure_chunk(space_name: str, archs: list[str], cfg: CampaignConfig, record, stop=None, timer=None) -> None:
+    """Measure ``archs`` round-robin: build/export each once, then ``cfg.sessions`` rounds of
+    one fresh session per arch (against ``timer``'s canary if given); ``record(row)`` each
+    arch right after its last session.  A stop request ends the chunk at the next
+    session: unfinished archs get no row."""
     prepared = []
     for arch in archs:
         if stop is not None and stop.stop:
@@ -197,8 +280,8 @@ def measure_chunk(space_name: str, archs: list[str], cfg: CampaignConfig, record
             record(row)
         else:
             prepared.append([row, data, []])
-    for rnd in range(cfg.repeats):
-        last = rnd == cfg.repeats - 1
+    for rnd in range(cfg.sessions):
+        last = rnd == cfg.sessions - 1
         for item in prepared:
             row, data, sessions = item
             if data is None:  # failed in an earlier round: already recorded
@@ -206,7 +289,7 @@ def measure_chunk(space_name: str, archs: list[str], cfg: CampaignConfig, record
             if stop is not None and stop.stop:
                 return
             try:
-                sessions.append(measure_session(data, cfg))
+                sessions.append(measure_session(data, cfg, timer))
             except (HwnasError, RuntimeError, ValueError, MemoryError) as e:
                 item[1] = None
                 record(_error_row(row, row["arch"], e, cfg))
@@ -230,6 +313,8 @@ def campaign_key(cfg: CampaignConfig, device_id: str) -> str:
     d = asdict(cfg)
     d.pop("trt_cache_dir")
     d.pop("chunk")  # how sessions are interleaved, not what is measured: resume with another --chunk
+    d.pop("calibration_sessions")  # how the reference is set once, not what a row measures
+    d.pop("calibration_gap_s")
     d["device_id"] = device_id
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -243,7 +328,41 @@ def campaign_device(cfg: CampaignConfig) -> dict:
     choice = choose_provider(cfg.ep, allow_fallback=cfg.allow_fallback)
     opts = cfg.measure_kwargs()["ep_options"]
     return device_fingerprint(choice.ep_used, ep_options=opts, threads=cfg.threads,
-                              batch_size=cfg.batch_size, precision=cfg.precision, repeats=cfg.repeats)
+                              batch_size=cfg.batch_size, precision=cfg.precision, repeats=cfg.sessions,
+                              protocol=cfg.protocol)
+
+
+def campaign_canary(store, cfg: CampaignConfig, dev: str, resolution: int | None, on_calibrate=None):
+    """(``Canary``, stored canary row) of this campaign's context on device ``dev``.
+
+    The first campaign of a context calibrates the reference (``calibrate``) and commits it
+    before any arch is measured; later campaigns rebuild the stored canary and check that
+    its ONNX hash is the one the reference was measured on.  ``--canary`` naming another
+    arch than the stored one is refused: the stored rows' ratios are to that canary.
+    """
+    from hwnas.profiling.canary import build_canary, calibrate
+
+    space = get_space(cfg.space)
+    res = resolution if resolution is not None else space.default_resolution
+    stored = store.canary(dev, cfg.space, res, cfg.batch_size)
+    if stored is not None and cfg.canary_arch is not None and str(space.parse(cfg.canary_arch)) != stored["arch"]:
+        raise ProfilingError(f"device {dev} already measures {cfg.space} against canary {stored['arch']}; "
+                             f"--canary {cfg.canary_arch} would mix two scales in one dataset "
+                             "(use another --db, or drop --canary)")
+    arch = stored["arch"] if stored is not None else cfg.canary_arch
+    canary = build_canary(cfg.space, arch=arch, resolution=res, batch_size=cfg.batch_size)
+    if stored is not None:
+        if stored["sha256"] != canary.sha256:
+            raise ProfilingError(f"the canary {stored['arch']} builds to another ONNX graph here (sha256 "
+                                 f"{canary.sha256[:12]}, stored {stored['sha256'][:12]}): another hwnas or torch "
+                                 "version; its reference does not apply. Run 'hwnas data recalibrate' to "
+                                 "re-measure it")
+        return canary, stored
+    kw = cfg.measure_kwargs()
+    ref = calibrate(canary, ep=cfg.ep, threads=cfg.threads, sessions=cfg.calibration_sessions,
+                    gap_s=cfg.calibration_gap_s, warmup=cfg.warmup, allow_fallback=cfg.allow_fallback,
+                    ep_options=kw["ep_options"], cache_dir=cfg.trt_cache_dir, on_session=on_calibrate)
+    return canary, store.add_canary(dev, canary, ref)
 
 
 def plan_campaign(store, cfg: CampaignConfig, dev: str, done: set[str]) -> tuple[int, list[str], bool]:
@@ -295,9 +414,13 @@ class StopFlag:
         return False
 
 
+DRIFT_WARN = 1.5  # warn when the machine's speed (the canary's median) swings more than this within a campaign
+
+
 def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | None = None,
-                 stop: StopFlag | None = None) -> CampaignResult:
-    """Run (or resume) a campaign into ``store``; ``on_row(row, result)`` after each commit."""
+                 stop: StopFlag | None = None, on_calibrate=None) -> CampaignResult:
+    """Run (or resume) a campaign into ``store``; ``on_row(row, result)`` after each commit,
+    ``on_calibrate(i, n)`` after each session of a first campaign's calibration block."""
     check_config(cfg)
     res_filter = _resolution_filter(cfg)  # also validates --resolution against the space
     t_start = time.perf_counter()
@@ -309,8 +432,19 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
     res = CampaignResult(cid, dev, len(planned), skipped=len(planned) - len(todo), resumed=resumed)
     if resumed:
         logger.info("resuming campaign %d: %d of %d archs left", cid, len(todo), len(planned))
+    canary = stored = timer = None
+    if cfg.canary and todo:
+        canary, stored = campaign_canary(store, cfg, dev, res_filter, on_calibrate)
+        res.canary = {k: stored[k] for k in ("arch", "sha256", "reference_ms")}
+        if ray_address is None:
+            timer = open_timer(canary, cfg)
 
     def record(row: dict) -> None:
+        if row.get("calibrated") and row["status"] == "ok":
+            row.update(latency_ms=row["ratio"] * stored["reference_ms"], canary_id=stored["id"])
+            _watch_speed(res, row["canary_median_ms"] / stored["reference_ms"])
+        elif row["status"] == "ok":
+            row["latency_ms"] = row["median_ms"]  # plain timing: the row means its own median
         if store.add_row(dev, row):
             res.measured += 1
             res.errors += row["status"] == "error"
@@ -324,14 +458,26 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
         if ray_address is not None:
             from hwnas.profiling.distributed import run_on_ray
 
-            run_on_ray(todo, cfg, record, address=ray_address, stop=stop)
+            run_on_ray(todo, cfg, record, address=ray_address, stop=stop, canary=canary)
         else:
             for i in range(0, len(todo), cfg.chunk):
                 if stop.stop:
                     break
-                measure_chunk(cfg.space, todo[i:i + cfg.chunk], cfg, record, stop)
+                measure_chunk(cfg.space, todo[i:i + cfg.chunk], cfg, record, stop, timer)
     res.interrupted = stop.stop
     if not res.interrupted:
         store.finish_campaign(cid)
     res.wall_s = time.perf_counter() - t_start
     return res
+
+
+def _watch_speed(res: CampaignResult, factor: float) -> None:
+    """Track the machine's speed factor; warn once when it swings beyond ``DRIFT_WARN``."""
+    lo, hi = res.speed_range or (factor, factor)
+    res.speed_range = (min(lo, factor), max(hi, factor))
+    lo, hi = res.speed_range
+    if not res.drift_warned and hi / lo > DRIFT_WARN:
+        res.drift_warned = True
+        logger.warning("this machine's speed swung %.2fx during the campaign (canary at %.2f-%.2f of its "
+                       "reference); the paired ratios cancel it, but check 'hwnas data drift' for a trend",
+                       hi / lo, lo, hi)

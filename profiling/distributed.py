@@ -12,7 +12,10 @@ not spread over a chunk as the in-process campaign does: chunking would have to 
 chunk to one worker and stream rows back per chunk, and with many workers the archs'
 sessions already interleave with other tasks.  So on Ray the R sessions can fall into
 one slow phase of a contended host; the minimum over them still removes the phases that
-are shorter than one session.
+are shorter than one session.  With the canary (the default) each worker process keeps its
+own session of the campaign's canary open (``campaign.worker_timer``) and times every arch
+against it on its own device; the driver turns the ratios into latencies with the
+reference it holds, so workers never need the store.
 
 Caveat stated plainly: CPU tasks on one machine share caches and memory bandwidth, so
 for the cleanest CPU numbers run one task per machine (``--threads`` = cores).
@@ -34,13 +37,14 @@ def _ray():
     return ray
 
 
-def _measure_task(space_name: str, arch: str, cfg) -> dict:
+def _measure_task(space_name: str, arch: str, cfg, canary) -> dict:
     from hwnas.profiling.campaign import measure_arch
 
-    return measure_arch(space_name, arch, cfg)
+    return measure_arch(space_name, arch, cfg, canary)
 
 
-def run_on_ray(archs: list[str], cfg, record, *, address: str = "auto", stop=None, window: int | None = None) -> None:
+def run_on_ray(archs: list[str], cfg, record, *, address: str = "auto", stop=None, window: int | None = None,
+               canary=None) -> None:
     """Measure ``archs`` on Ray workers and call ``record(row)`` in the driver for each
     result as it arrives.  Connects to ``address`` ('auto' = the running cluster, or a
     local one if none), unless Ray is already initialised."""
@@ -59,10 +63,11 @@ def run_on_ray(archs: list[str], cfg, record, *, address: str = "auto", stop=Non
     slots = int(total.get("GPU" if cfg.ep != "cpu" else "CPU", 1) // max(resources.get("num_cpus", 1), 1))
     window = window or max(2 * slots, 2)
     logger.info("ray: %s, up to %d tasks in flight", total, window)
+    canary_ref = ray.put(canary)  # one copy of the canary's ONNX bytes in the object store
     pending, queue = [], list(archs)
     while queue or pending:
         while queue and len(pending) < window and not (stop and stop.stop):
-            pending.append(task.remote(cfg.space, queue.pop(0), cfg))
+            pending.append(task.remote(cfg.space, queue.pop(0), cfg, canary_ref))
         if not pending:
             break
         done, pending = ray.wait(pending, num_returns=1)

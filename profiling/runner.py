@@ -173,40 +173,76 @@ def combine_sessions(sessions: list[Measurement]) -> Measurement:
     return replace(best, repeats=len(sessions), session_medians_ms=tuple(m.median_ms for m in sessions))
 
 
-def _measure_once(data: bytes, *, ep, threads, warmup, runs, time_budget_s, allow_fallback, batch_size,
-                  ep_options, cache_dir) -> Measurement:
+@dataclass
+class OpenModel:
+    """A session ready to time: the provider it really runs on, its creation time, the
+    prepared ``run()`` (IO binding set up outside the timing) and the batch it feeds."""
+
+    sess: object
+    choice: object
+    session_ms: float
+    runner: _Runner
+    batch: int
+
+    @property
+    def ep_used(self) -> str:
+        return self.choice.ep_used
+
+
+def open_model(data: bytes, *, ep, threads, allow_fallback=False, batch_size=None, ep_options=None,
+               cache_dir=None) -> OpenModel:
+    """Open ``data`` on ``ep`` and prepare its timed call (the runner's and the paired timer's
+    one way in)."""
     sess, choice, session_ms = open_session(data, ep, threads=threads, allow_fallback=allow_fallback,
                                             ep_options=ep_options, cache_dir=cache_dir)
     feed, batch = _input_feed(sess, batch_size)
-    runner = _Runner(sess, feed, batch, choice.ep_used)
-    perf = time.perf_counter
-    t0 = perf()
-    runner.run()  # the first run is a warm-up too, but its time is reported (lazy init)
-    first_run_ms = (perf() - t0) * 1e3
+    return OpenModel(sess, choice, session_ms, _Runner(sess, feed, batch, choice.ep_used), batch)
+
+
+def first_run(opened: OpenModel) -> float:
+    """The first (warm-up) run; its time is reported (lazy init, TensorRT build), not kept."""
+    t0 = time.perf_counter()
+    opened.runner.run()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def summarize_runs(opened: OpenModel, times_s, cpu_s, *, ep: str, threads: int, warmup: int,
+                   first_run_ms: float) -> Measurement:
+    """The ``Measurement`` of one session's timed runs."""
+    times_ms = np.asarray(times_s) * 1e3
+    # with one intra-op thread the CPU EP computes in the calling thread, so its CPU time
+    # is the work done without the time the OS had us descheduled: a diagnostic of how
+    # much of the wall-clock noise comes from other processes (not the stored latency)
+    cpu_med = float(np.median(cpu_s) * 1e3) if cpu_s and opened.ep_used == "cpu" and threads == 1 else None
+    st = summarize(times_ms)
+    choice = opened.choice
+    return Measurement(
+        median_ms=st.median_ms, mean_ms=st.mean_ms, std_ms=st.std_ms, p10_ms=st.p10_ms, p90_ms=st.p90_ms,
+        runs=st.runs, warmup=int(warmup), ep=ep, ep_used=choice.ep_used, fallback=choice.fallback,
+        session_ms=opened.session_ms, first_run_ms=first_run_ms, timed_total_ms=float(times_ms.sum()),
+        threads=int(threads), batch_size=int(opened.batch), fallback_reason=choice.reason,
+        engine_build_ms=(opened.session_ms + first_run_ms) if choice.ep_used == "tensorrt" else None,
+        cpu_median_ms=cpu_med,
+    )
+
+
+def _measure_once(data: bytes, *, ep, threads, warmup, runs, time_budget_s, allow_fallback, batch_size,
+                  ep_options, cache_dir) -> Measurement:
+    opened = open_model(data, ep=ep, threads=threads, allow_fallback=allow_fallback, batch_size=batch_size,
+                        ep_options=ep_options, cache_dir=cache_dir)
+    run = opened.runner.run
+    first_run_ms = first_run(opened)
     for _ in range(max(warmup - 1, 0)):
-        runner.run()
+        run()
     times, cpu = [], []
-    cpu_clock = time.thread_time
+    perf, cpu_clock = time.perf_counter, time.thread_time
     spent = 0.0
     while (len(times) < runs) if time_budget_s is None else (spent < time_budget_s or len(times) < MIN_BUDGET_RUNS):
         c0 = cpu_clock()
         t0 = perf()
-        runner.run()
+        run()
         dt = perf() - t0
         cpu.append(cpu_clock() - c0)
         times.append(dt)
         spent += dt
-    times_ms = np.asarray(times) * 1e3
-    # with one intra-op thread the CPU EP computes in the calling thread, so its CPU time
-    # is the work done without the time the OS had us descheduled: a diagnostic of how
-    # much of the wall-clock noise comes from other processes (not the stored latency)
-    cpu_med = float(np.median(cpu) * 1e3) if choice.ep_used == "cpu" and threads == 1 else None
-    st = summarize(times_ms)
-    return Measurement(
-        median_ms=st.median_ms, mean_ms=st.mean_ms, std_ms=st.std_ms, p10_ms=st.p10_ms, p90_ms=st.p90_ms,
-        runs=st.runs, warmup=int(warmup), ep=ep, ep_used=choice.ep_used, fallback=choice.fallback,
-        session_ms=session_ms, first_run_ms=first_run_ms, timed_total_ms=float(times_ms.sum()),
-        threads=int(threads), batch_size=int(batch), fallback_reason=choice.reason,
-        engine_build_ms=(session_ms + first_run_ms) if choice.ep_used == "tensorrt" else None,
-        cpu_median_ms=cpu_med,
-    )
+    return summarize_runs(opened, times, cpu, ep=ep, threads=threads, warmup=warmup, first_run_ms=first_run_ms)

@@ -45,3 +45,32 @@ def summarize(times_ms) -> LatencyStats:
         p90_ms=float(p90),
         runs=int(t.size),
     )
+
+
+RATIO_ESTIMATORS = ("median_of_ratios", "ratio_of_medians", "trimmed_mean_of_ratios")
+# the estimator stored as a row's ``ratio``; benchmarks/canary_bench.py compares all three
+DEFAULT_RATIO_ESTIMATOR = "median_of_ratios"
+TRIM = 0.2
+
+
+def ratio_estimates(arch_ms, canary_ms) -> dict[str, float]:
+    """Estimates of latency(arch) / latency(canary) from runs timed in alternation.
+
+    ``arch_ms[i]`` and ``canary_ms[i]`` are neighbours in time, so they share the host's
+    speed of that moment: their ratio cancels it.  ``median_of_ratios`` (the median of the
+    per-pair ratios) keeps that pairing and ignores the pairs that an interrupt hit on one
+    side only; ``ratio_of_medians`` drops the pairing (each median on its own, as two
+    unpaired sessions would); ``trimmed_mean_of_ratios`` is the mean of the pair ratios
+    without the lowest and highest ``TRIM`` share.
+    """
+    a = np.asarray(arch_ms, dtype=np.float64)
+    c = np.asarray(canary_ms, dtype=np.float64)
+    if a.shape != c.shape or a.ndim != 1 or a.size == 0:
+        raise ProfilingError(f"need as many canary runs as arch runs, got {a.size} and {c.size}")
+    if np.any(c <= 0) or np.any(a <= 0):
+        raise ProfilingError("paired run times must be > 0")
+    r = np.sort(a / c)
+    k = int(TRIM * r.size)
+    return {"median_of_ratios": float(np.median(r)),
+            "ratio_of_medians": float(np.median(a) / np.median(c)),
+            "trimmed_mean_of_ratios": float(r[k:r.size - k].mean() if r.size > 2 * k else r.mean())}

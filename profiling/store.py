@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import DataError, valid_list
-from hwnas.profiling.fingerprint import device_name
+from hwnas.profiling.fingerprint import device_name, missing_identity
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _APP_ID = 0x68776E61  # "hwna": marks the file as ours
 
 _SCHEMA = """
@@ -49,6 +49,8 @@ CREATE TABLE latency (
     runs INTEGER, warmup INTEGER, flops INTEGER, params INTEGER,
     build_ms REAL, export_ms REAL, session_ms REAL, first_run_ms REAL, timed_total_ms REAL,
     engine_build_ms REAL, extra TEXT, created TEXT NOT NULL,
+    latency_ms REAL, ratio REAL, canary_median_ms REAL, canary_id INTEGER REFERENCES canaries(id),
+    calibrated INTEGER NOT NULL DEFAULT 0,
     UNIQUE (device_id, space, arch, batch, resolution, precision, ep)
 );
 CREATE TABLE layer_latency (
@@ -72,13 +74,40 @@ CREATE TABLE campaigns (
 CREATE INDEX latency_space ON latency (space, device_id);
 """
 
+_CANARIES = """
+CREATE TABLE canaries (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL REFERENCES devices(id),
+    space TEXT NOT NULL, resolution INTEGER NOT NULL, batch INTEGER NOT NULL,
+    arch TEXT NOT NULL, sha256 TEXT NOT NULL,
+    reference_ms REAL NOT NULL CHECK (reference_ms > 0),
+    calibration TEXT NOT NULL,
+    history TEXT NOT NULL DEFAULT '[]',
+    created TEXT NOT NULL,
+    UNIQUE (device_id, space, resolution, batch)
+);
+"""
+
+# schema 1 -> 2: the canary columns; every old row becomes an uncalibrated row
+_MIGRATE_1_2 = _CANARIES + """
+ALTER TABLE latency ADD COLUMN latency_ms REAL;
+ALTER TABLE latency ADD COLUMN ratio REAL;
+ALTER TABLE latency ADD COLUMN canary_median_ms REAL;
+ALTER TABLE latency ADD COLUMN canary_id INTEGER REFERENCES canaries(id);
+ALTER TABLE latency ADD COLUMN calibrated INTEGER NOT NULL DEFAULT 0;
+UPDATE latency SET latency_ms = median_ms;
+"""
+
+_MIGRATIONS = {1: _MIGRATE_1_2}  # from version v to v + 1
+
 # layer_latency row that holds the fixed part (stem + head, no searchable layer)
 OVERHEAD_LAYER, OVERHEAD_OP = -1, "__stem_head__"
 
 STAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "runs", "warmup")
 ROW_COLUMNS = ("space", "arch", "batch", "resolution", "precision", "ep", "ep_used", "fallback", "status",
                "error", *STAT_COLUMNS, "flops", "params", "build_ms", "export_ms", "session_ms",
-               "first_run_ms", "timed_total_ms", "engine_build_ms", "extra")
+               "first_run_ms", "timed_total_ms", "engine_build_ms", "extra", "latency_ms", "ratio",
+               "canary_median_ms", "canary_id", "calibrated")
 
 
 def _now() -> str:
@@ -94,6 +123,7 @@ class LatencyDataset:
     latency_ms: np.ndarray
     device_id: str
     fingerprint: dict = field(default_factory=dict)
+    calibrated: int = 0  # rows measured against a canary (the rest are plain/imported)
 
     def __len__(self) -> int:
         return len(self.archs)
@@ -144,7 +174,11 @@ class LatencyStore:
             if app != _APP_ID and tables:
                 raise DataError(f"{str(self.path)!r} is an SQLite database but not an hwnas latency store "
                                 f"(tables: {valid_list(sorted(tables))})")
-            if version != SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:
+                raise DataError(f"{str(self.path)!r} was written by a newer hwnas (latency-store schema {version}; "
+                                f"this hwnas reads up to {SCHEMA_VERSION}); upgrade hwnas or use a new --db file. "
+                                "Nothing was changed")
+            if version not in _MIGRATIONS and version != SCHEMA_VERSION:
                 raise DataError(f"{str(self.path)!r} has latency-store schema version {version}, this hwnas "
                                 f"reads version {SCHEMA_VERSION}; use a matching hwnas or a new --db file")
             check = c.execute("PRAGMA quick_check").fetchone()[0]
@@ -154,8 +188,24 @@ class LatencyStore:
         c.execute("PRAGMA synchronous=NORMAL")  # durable against process death in WAL mode
         c.execute("PRAGMA foreign_keys=ON")
         if not tables:  # one transaction: a half-made schema is never left behind
-            c.executescript("BEGIN IMMEDIATE;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};"
+            c.executescript("BEGIN IMMEDIATE;" + _CANARIES + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};"
                             f"PRAGMA application_id={_APP_ID};COMMIT;")
+        elif version != SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older store to ``SCHEMA_VERSION`` in one transaction (all or nothing)."""
+        script = "".join(_MIGRATIONS[v] for v in range(version, SCHEMA_VERSION))
+        try:
+            self.conn.executescript("BEGIN IMMEDIATE;" + script + f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+        except sqlite3.Error as e:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise DataError(f"could not migrate {str(self.path)!r} from schema {version} to {SCHEMA_VERSION}: {e}; "
+                            "the file is unchanged") from e
+        logger.warning("migrated %s from latency-store schema %d to %d: its %d rows are marked uncalibrated "
+                       "(measured without a canary)", self.path, version, SCHEMA_VERSION,
+                       self.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0])
 
     def transaction(self):
         """Group several writes into one all-or-nothing transaction (``with store.transaction():``)."""
@@ -193,17 +243,20 @@ class LatencyStore:
         for dev, name, fp in self.conn.execute("SELECT id, name, fingerprint FROM devices ORDER BY created, id"):
             fp = json.loads(fp)
             counts = {}
-            for space, status, n, lo, hi in self.conn.execute(
-                    "SELECT space, status, COUNT(*), MIN(median_ms), MAX(median_ms) FROM latency "
+            for space, status, n, lo, hi, cal in self.conn.execute(
+                    "SELECT space, status, COUNT(*), MIN(latency_ms), MAX(latency_ms), SUM(calibrated) FROM latency "
                     "WHERE device_id=? GROUP BY space, status", (dev,)):
-                d = counts.setdefault(space, {"ok": 0, "error": 0, "min_ms": None, "max_ms": None})
+                d = counts.setdefault(space, {"ok": 0, "error": 0, "min_ms": None, "max_ms": None, "calibrated": 0})
                 d[status] = n
                 if status == "ok":
-                    d["min_ms"], d["max_ms"] = lo, hi
+                    d["min_ms"], d["max_ms"], d["calibrated"] = lo, hi, int(cal or 0)
+                    d["speed_factor"] = self.speed_summary(dev, space)
             layers = self.conn.execute("SELECT COUNT(*) FROM layer_latency WHERE device_id=?", (dev,)).fetchone()[0]
             summary = {k: fp.get(k) for k in ("cpu_model", "gpu_name", "ort_version", "ep", "threads",
-                                               "batch_size", "precision", "imported", "source") if fp.get(k) is not None}
-            out.append({"id": dev, "name": name, "fingerprint": summary, "spaces": counts, "layer_rows": layers})
+                                               "batch_size", "precision", "protocol", "imported", "source")
+                       if fp.get(k) is not None}
+            out.append({"id": dev, "name": name, "fingerprint": summary, "spaces": counts, "layer_rows": layers,
+                        "lacks": missing_identity(fp), "canaries": self.canaries(dev)})
         return out
 
     def resolve_device(self, device: str | None, space: str, table: str = "latency") -> str:
@@ -236,9 +289,13 @@ class LatencyStore:
             if values[k] is None:
                 raise DataError(f"latency row is missing {k!r}")
         if values["status"] == "ok":
-            med = values["median_ms"]
-            if med is None or not math.isfinite(med) or med <= 0:
-                raise DataError(f"latency row for {values['arch']} has median_ms={med!r}; must be finite and > 0")
+            if values["latency_ms"] is None:  # plain or imported: the row means its own median
+                values["latency_ms"] = values["median_ms"]
+            for k in ("latency_ms", "median_ms"):
+                v = values[k]
+                if v is None or not math.isfinite(v) or v <= 0:
+                    raise DataError(f"latency row for {values['arch']} has {k}={v!r}; must be finite and > 0")
+        values["calibrated"] = int(bool(values["calibrated"]))
         if isinstance(values["extra"], dict):
             values["extra"] = json.dumps(values["extra"], sort_keys=True, default=str)
         values["fallback"] = int(bool(values["fallback"]))
@@ -277,8 +334,8 @@ class LatencyStore:
         that ran (``ep_used``).  Several devices (or, for a fixed-resolution space,
         several resolutions) without a choice raise ``DataError`` listing them."""
         dev = self.resolve_device(device, space)
-        sql = ("SELECT arch, median_ms, batch, resolution, precision, COALESCE(ep_used, ep) FROM latency "
-               "WHERE space=? AND device_id=? AND status='ok'")
+        sql = ("SELECT arch, latency_ms, batch, resolution, precision, COALESCE(ep_used, ep), calibrated, canary_id "
+               "FROM latency WHERE space=? AND device_id=? AND status='ok'")
         args = [space, dev]
         if ep is not None:
             sql += " AND COALESCE(ep_used, ep)=?"
@@ -295,9 +352,13 @@ class LatencyStore:
             combos = sorted({f"batch={r[2]} resolution={r[3]} {r[4]} ep={r[5]}" for r in rows})
             raise DataError(f"space {space!r} on device {dev} holds the same archs under several settings; "
                             f"pick resolution=/ep=: {valid_list(combos)}")
+        fp = self.fingerprint(dev)
+        canary_ids = {r[7] for r in rows if r[6]}
+        if len(canary_ids) == 1:  # the scale of the data travels with it (predictor, CSV)
+            fp["canary"] = self.canary_by_id(canary_ids.pop())
         return LatencyDataset(space=space, archs=tuple(archs),
                               latency_ms=np.asarray([r[1] for r in rows], dtype=np.float64),
-                              device_id=dev, fingerprint=self.fingerprint(dev))
+                              device_id=dev, fingerprint=fp, calibrated=sum(bool(r[6]) for r in rows))
 
     # -- per-layer rows --------------------------------------------------------
     def add_layer_row(self, device_id: str, row: dict) -> bool:
@@ -329,6 +390,75 @@ class LatencyStore:
         row = self.conn.execute("SELECT median_ms FROM layer_latency WHERE space=? AND device_id=? AND layer=? "
                                 "AND status='ok'", (space, dev, OVERHEAD_LAYER)).fetchone()
         return None if row is None else float(row[0])
+
+    # -- canaries ----------------------------------------------------------------
+    def canary(self, device_id: str, space: str, resolution: int, batch: int) -> dict | None:
+        """The stored canary of this context (arch, sha256, reference_ms, ...), or None."""
+        row = self.conn.execute("SELECT id FROM canaries WHERE device_id=? AND space=? AND resolution=? AND batch=?",
+                                (device_id, space, int(resolution), int(batch))).fetchone()
+        return None if row is None else self.canary_by_id(row[0])
+
+    def canary_by_id(self, canary_id: int) -> dict:
+        cur = self.conn.execute("SELECT * FROM canaries WHERE id=?", (canary_id,))
+        names = [d[0] for d in cur.description]
+        row = cur.fetchone()
+        if row is None:
+            raise DataError(f"no canary {canary_id} in {str(self.path)!r}")
+        d = dict(zip(names, row))
+        d["calibration"], d["history"] = json.loads(d["calibration"]), json.loads(d["history"])
+        return d
+
+    def canaries(self, device_id: str | None = None) -> list[dict]:
+        sql, args = "SELECT id FROM canaries", ()
+        if device_id is not None:
+            sql, args = sql + " WHERE device_id=?", (device_id,)
+        return [self.canary_by_id(r[0]) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def add_canary(self, device_id: str, canary, reference) -> dict:
+        """Store the canary and its reference for a context that has none yet.  A stored
+        reference is never replaced here (``recalibrate_canary`` does that, on request)."""
+        with self.transaction():
+            have = self.canary(device_id, canary.space, canary.resolution, canary.batch_size)
+            if have is not None:
+                raise DataError(f"device {device_id} already has a canary for {canary.space} at "
+                                f"{canary.resolution}px batch {canary.batch_size} ({have['arch']}); "
+                                "use 'hwnas data recalibrate' to replace its reference")
+            self.conn.execute(
+                "INSERT INTO canaries (device_id, space, resolution, batch, arch, sha256, reference_ms, calibration, "
+                "created) VALUES (?,?,?,?,?,?,?,?,?)",
+                (device_id, canary.space, canary.resolution, canary.batch_size, canary.arch, canary.sha256,
+                 reference.reference_ms, json.dumps(reference.to_dict()), _now()))
+        return self.canary(device_id, canary.space, canary.resolution, canary.batch_size)
+
+    def recalibrate_canary(self, canary_id: int, reference) -> int:
+        """Replace a canary's reference, keep the old one in its history, and rescale its
+        calibrated rows from their stored ratios (raw numbers untouched); rows rescaled."""
+        old = self.canary_by_id(canary_id)
+        history = [*old["history"], {**old["calibration"], "replaced": _now()}]
+        with self.transaction():
+            self.conn.execute("UPDATE canaries SET reference_ms=?, calibration=?, history=? WHERE id=?",
+                              (reference.reference_ms, json.dumps(reference.to_dict()), json.dumps(history),
+                               canary_id))
+            cur = self.conn.execute("UPDATE latency SET latency_ms = ratio * ? WHERE canary_id=? AND calibrated=1",
+                                    (reference.reference_ms, canary_id))
+        return cur.rowcount
+
+    def speed_series(self, device_id: str, space: str | None = None) -> list[tuple[str, float]]:
+        """(created, canary median / reference) of every calibrated row, in order: the
+        machine's speed factor at the moment each arch was measured (1 = as calibrated)."""
+        sql = ("SELECT l.created, l.canary_median_ms / c.reference_ms FROM latency l JOIN canaries c "
+               "ON c.id = l.canary_id WHERE l.device_id=? AND l.calibrated=1 AND l.status='ok'")
+        args = [device_id]
+        if space is not None:
+            sql += " AND l.space=?"
+            args.append(space)
+        return [(t, float(f)) for t, f in self.conn.execute(sql + " ORDER BY l.id", args)]
+
+    def speed_summary(self, device_id: str, space: str | None = None) -> dict | None:
+        f = [x for _, x in self.speed_series(device_id, space)]
+        if not f:
+            return None
+        return {"min": float(np.min(f)), "median": float(np.median(f)), "max": float(np.max(f)), "rows": len(f)}
 
     # -- campaigns ---------------------------------------------------------------
     def open_campaign(self, key: str) -> tuple[int, list[str]] | None:

@@ -4,6 +4,10 @@ Why import: a user should be able to train a predictor on latencies measured by 
 lab or on a device this machine cannot reach.  Imported rows get a device of their own
 (``--device NAME``; its id is a hash of the name) whose fingerprint records the name and
 the source file, and only the canonical ``arch`` string and ``latency_ms`` are required.
+Imported rows are uncalibrated in the importing store (no canary of its own was run); a
+source's ``calibrated``/``ratio``/raw-median columns are kept in ``extra`` as ``source_*``.
+An export starts with one ``# fingerprint <id> <JSON>`` comment line per device (with the
+canary and its reference), which readers that treat ``#`` lines as comments skip.
 Known columns (``mean_ms``, ``std_ms``, ``p10_ms``, ``p90_ms``, ``runs``, ``warmup``,
 ``batch``, ``resolution``, ``precision``, ``ep``, ``flops``, ``params``) fill their own
 fields; every other column is kept as JSON in ``extra``.  The whole file is validated
@@ -20,28 +24,63 @@ from pathlib import Path
 from hwnas.errors import DataError, HwnasError
 from hwnas.space import get_space
 
-EXPORT_COLUMNS = ("space", "arch", "latency_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "runs", "warmup",
-                  "batch", "resolution", "precision", "ep", "ep_used", "fallback", "flops", "params",
-                  "session_ms", "build_ms", "export_ms", "device_id", "device_name", "created")
+EXPORT_COLUMNS = ("space", "arch", "latency_ms", "calibrated", "ratio", "median_ms", "canary_median_ms", "mean_ms",
+                  "std_ms", "p10_ms", "p90_ms", "runs", "warmup", "batch", "resolution", "precision", "ep", "ep_used",
+                  "fallback", "flops", "params", "session_ms", "build_ms", "export_ms", "device_id", "device_name",
+                  "created")
+FINGERPRINT_PREFIX = "# fingerprint "  # a comment line: '# fingerprint <device id> <JSON>'
+
 _FLOAT = ("mean_ms", "std_ms", "p10_ms", "p90_ms")
+# columns of an export that describe the source's protocol, not a row of the importing store
+_SOURCE_ONLY = ("median_ms", "ratio", "canary_median_ms", "calibrated")
 _INT = ("runs", "warmup", "batch", "resolution", "flops", "params")
 _TEXT = ("precision", "ep")
 
 
 def export_rows(store, space: str | None = None, device: str | None = None) -> list[dict]:
-    """Successful rows as flat dicts with ``latency_ms`` = the stored median."""
+    """Successful rows as flat dicts: ``latency_ms`` (calibrated where ``calibrated`` is 1),
+    the ratio and the raw arch and canary medians beside it."""
     if device is not None and space is None:
         raise DataError("--device needs --space")
     dev = store.resolve_device(device, space) if device is not None else None
-    out = [{k: r["median_ms"] if k == "latency_ms" else r.get(k) for k in EXPORT_COLUMNS}
-           for r in store.rows(space, dev, status="ok")]
+    out = [{k: r.get(k) for k in EXPORT_COLUMNS} for r in store.rows(space, dev, status="ok")]
     if not out:
         raise DataError(f"nothing to export from {str(store.path)!r} (space={space}, device={device})")
     return out
 
 
-def write_csv(rows: list[dict], path) -> None:
+def export_fingerprints(store, rows: list[dict]) -> dict[str, dict]:
+    """The fingerprint of every device in ``rows``, with the canary (and its reference) of
+    its calibrated rows: what a reader needs to know which machine, and at what scale."""
+    out = {}
+    for dev, sp in dict.fromkeys((r["device_id"], r["space"]) for r in rows):
+        fp = out.setdefault(dev, store.fingerprint(dev))
+        canaries = [c for c in store.canaries(dev) if c["space"] == sp]
+        if len(canaries) == 1:
+            fp["canary"] = canaries[0]
+    return out
+
+
+def read_csv_fingerprints(path) -> dict[str, dict]:
+    """The ``# fingerprint`` comment lines of a CSV written by ``write_csv``."""
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            if line.startswith(FINGERPRINT_PREFIX):
+                dev, _, blob = line[len(FINGERPRINT_PREFIX):].partition(" ")
+                try:
+                    out[dev] = json.loads(blob)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{str(path)!r}: bad fingerprint comment for {dev}: {e}") from None
+    return out
+
+
+def write_csv(rows: list[dict], path, fingerprints: dict[str, dict] | None = None) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
+        for dev, fp in (fingerprints or {}).items():
+            f.write(f"{FINGERPRINT_PREFIX}{dev} {json.dumps(fp, sort_keys=True, default=str)}\n")
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
@@ -114,7 +153,9 @@ def _import_row(space, arch: str, lat: float, rec: dict, where: str, seen: dict)
         if v in (None, ""):
             continue
         try:
-            if k in _FLOAT:
+            if k in _SOURCE_ONLY:
+                extra[f"source_{k}"] = v
+            elif k in _FLOAT:
                 row[k] = float(v)
             elif k in _INT:
                 row[k] = int(float(v))

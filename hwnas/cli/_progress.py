@@ -46,8 +46,15 @@ class CampaignBar(_Bar):
         if res.skipped and t.completed == 0:
             self.p.update(self.task, completed=res.skipped)
         rate = 60.0 * (t.completed + 1 - res.skipped) / max(t.elapsed or 1e-9, 1e-9)
-        last = f"{row['median_ms']:.3f} ms" if row["status"] == "ok" else "[red]error"
+        last = f"{row['latency_ms']:.3f} ms" if row["status"] == "ok" else "[red]error"
+        if row.get("calibrated") and res.canary:
+            last += f"  speed x{row['canary_median_ms'] / res.canary['reference_ms']:.2f}"
         self.p.update(self.task, advance=1, rate=rate, last=last)
+
+    def calibrate(self, done, total):
+        """The canary's calibration block (first campaign of a device only)."""
+        self.p.start()
+        self.p.update(self.task, last=f"calibrating the canary: session {done}/{total}")
 
     def layer(self, done, total):
         self.p.start()

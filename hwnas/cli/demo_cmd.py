@@ -74,7 +74,11 @@ def _summary(res) -> None:
     t.add_row("architecture", str(res.arch))
     t.add_row("predicted latency", ms(res.predicted_latency_ms))
     verdict = {True: "[green]within budget[/]", False: "[red]over budget[/]", None: ""}[res.within_budget]
-    t.add_row("measured latency", f"{ms(res.measured_latency_ms)} {verdict}")
+    ref = f" (timed against the canary; reference {res.measured_reference})" if res.measured_reference else ""
+    t.add_row("measured latency", f"{ms(res.measured_latency_ms)} {verdict}{ref}")
+    if res.latency_device:
+        far = "" if res.canary_vs_data is None else f"; this machine's canary runs {res.canary_vs_data:.2f}x theirs"
+        t.add_row("latency data from", f"{res.latency_device}{far}")
     t.add_row("accuracy (val, torch / ONNX)", f"{res.accuracy:.3f} / {res.onnx_accuracy:.3f}")
     t.add_row("FLOPs (multiply-adds) / params", f"{human(res.flops)} / {human(res.params)}")
     m = res.predictor_metrics

@@ -120,14 +120,25 @@ def _print_export(r) -> None:
 @click.option("--limit", type=int, help="Use only this many images of the dataset.")
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed latency runs.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
+@click.option("--predictor", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Scale the latency by this predictor's canary reference (when this machine measured its data).")
 @json_option
-def evaluate(model, dataset, ep, allow_fallback, threads, batch_size, resolution, limit, runs, no_latency, as_json):
-    """Accuracy and latency of an exported ONNX MODEL on a dataset's validation split."""
+def evaluate(model, dataset, ep, allow_fallback, threads, batch_size, resolution, limit, runs, no_latency, predictor,
+             as_json):
+    """Accuracy and latency of an exported ONNX MODEL on a dataset's validation split.
+
+    The latency is timed against the canary of the model's space, as 'hwnas profile' times
+    archs, so it compares with a predictor's numbers."""
     from hwnas.evaluate import evaluate_onnx
 
+    fp = None
+    if predictor is not None:
+        from hwnas.predictors import load_predictor
+
+        fp = load_predictor(predictor, force=True).fingerprint
     res = evaluate_onnx(model, dataset, ep=ep, allow_fallback=allow_fallback, threads=threads,
                         batch_size=batch_size, resolution=resolution, limit=limit,
-                        measure_latency=not no_latency, latency_runs=runs)
+                        measure_latency=not no_latency, latency_runs=runs, predictor_fp=fp)
     if as_json:
         return echo_json(res)
     from rich.console import Console

@@ -5,6 +5,7 @@ import click
 
 from hwnas.cli._common import console, echo_json, json_option
 from hwnas.cli._progress import CampaignBar
+from hwnas.profiling.canary import CALIBRATION_GAP_S, CALIBRATION_SESSIONS
 from hwnas.profiling.providers import EPS
 
 
@@ -24,9 +25,18 @@ from hwnas.profiling.providers import EPS
 @click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs (discarded).")
 @click.option("--runs", type=int, default=None, help="Timed runs per arch [default: 50].")
 @click.option("--time-budget", type=float, default=None, help="Seconds of timed runs per arch (instead of --runs).")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Fresh sessions per arch, spread in time; the lowest session median is stored "
-                   "(robust to host-contention phases). 1 = the old one-session protocol.")
+@click.option("--canary", "canary_arch", default=None, metavar="ARCH",
+              help="Time every arch against this arch of the space [default: the stored canary of this device, "
+                   "else the median-FLOPs arch of a seeded sample].")
+@click.option("--no-canary", is_flag=True,
+              help="Plain timing, no canary (marked 'plain' in the fingerprint; drifts with the machine's speed).")
+@click.option("--calibration-sessions", type=click.IntRange(min=1), default=CALIBRATION_SESSIONS,
+              show_default=True, help="Canary sessions of the calibration block (first campaign of a device only).")
+@click.option("--calibration-gap", type=click.FloatRange(min=0), default=CALIBRATION_GAP_S, show_default=True,
+              help="Seconds between the calibration block's sessions (spread over the host's speed phases).")
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Fresh sessions per arch, spread in time [default: 1 with the canary (the median ratio is "
+                   "kept), 3 with --no-canary (the lowest session median is kept)].")
 @click.option("--chunk", type=click.IntRange(min=1), default=16, show_default=True,
               help="Archs measured round-robin, so an arch's --repeats sessions are one round apart.")
 @click.option("--sampler", type=click.Choice(["stratified", "uniform"]), default="stratified", show_default=True)
@@ -38,14 +48,18 @@ from hwnas.profiling.providers import EPS
               help="Saved predictor for --active.")
 @json_option
 def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, resolution, threads, warmup, runs, time_budget,
-            repeats, chunk, sampler, seed, ray_address, layers, active, predictor, as_json):
+            canary_arch, no_canary, calibration_sessions, calibration_gap, repeats, chunk, sampler, seed, ray_address, layers, active,
+            predictor, as_json):
     """Measure ONNX Runtime latency of NUM_ARCHS new archs of SPACE into DB.
 
     \b
-    Each arch: build -> ONNX -> REPEATS fresh sessions (warm-up -> timed runs), spread in
-    time over a chunk of archs -> one committed row (the lowest session median, every
-    session median, mean/std/p10/p90 of that session, the device fingerprint).  Ctrl-C stops
-    after the current session; the same command resumes.
+    Each arch: build -> ONNX -> a fresh session whose timed runs alternate with the runs of
+    the canary (one fixed arch of the space, its session open for the whole campaign) ->
+    one committed row: latency_ms = (arch / canary ratio) x the device's canary reference,
+    with the raw statistics of both kept.  The reference is calibrated once, at the first
+    campaign of this device (a block of short canary sessions, ~20 s), and reused by later
+    campaigns, so data from different days agree.  Ctrl-C stops after the current session;
+    the same command resumes.
     """
     from hwnas.profiling.campaign import CampaignConfig
     from hwnas.profiling.store import LatencyStore
@@ -59,7 +73,9 @@ def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, res
     cfg = CampaignConfig(space=space, num_archs=num_archs, ep=ep, allow_fallback=allow_fallback,
                          batch_size=batch_size, resolution=resolution, threads=threads, warmup=warmup,
                          runs=runs, time_budget_s=time_budget, repeats=repeats, chunk=chunk, sampler=sampler, seed=seed,
-                         active_predictor=predictor if active else None, trt_cache_dir=trt_cache)
+                         active_predictor=predictor if active else None, trt_cache_dir=trt_cache,
+                         canary=not no_canary, canary_arch=canary_arch, calibration_sessions=calibration_sessions,
+                         calibration_gap_s=calibration_gap)
     store = LatencyStore(db)
     try:
         layer_rows = _run_layers(store, cfg, as_json) if layers else None
@@ -75,7 +91,7 @@ def _run(store, cfg, ray_address, as_json):
     if as_json:
         return run_campaign(store, cfg, ray_address=ray_address)
     with CampaignBar(cfg.num_archs) as bar:
-        return run_campaign(store, cfg, ray_address=ray_address, on_row=bar.row)
+        return run_campaign(store, cfg, ray_address=ray_address, on_row=bar.row, on_calibrate=bar.calibrate)
 
 
 def _run_layers(store, cfg, as_json):
@@ -98,9 +114,14 @@ def _report(res, cfg, db, layer_rows, as_json):
            "overhead_share": round(res.overhead_share, 4), "db": str(db)}
     if layer_rows is not None:
         out["layer_rows_written"] = layer_rows
-    ok = [r["median_ms"] for r in res.rows if r["status"] == "ok"]
+    ok = [r["latency_ms"] for r in res.rows if r["status"] == "ok"]
     if ok:
-        out.update(min_ms=min(ok), median_of_medians_ms=sorted(ok)[len(ok) // 2], max_ms=max(ok))
+        out.update(min_ms=min(ok), median_latency_ms=sorted(ok)[len(ok) // 2], max_ms=max(ok))
+    out["protocol"] = cfg.protocol
+    if res.canary:
+        out.update(canary=res.canary["arch"], canary_reference_ms=res.canary["reference_ms"])
+    if res.speed_range:
+        out.update(speed_factor_min=res.speed_range[0], speed_factor_max=res.speed_range[1])
     resume = "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if as_json:
         out["resume_command"] = resume if res.interrupted else None

@@ -162,8 +162,12 @@ def _load_predictor(config: SearchConfig, space):
     if not config.predictor:
         return None
     from hwnas.predictors import load_predictor
+    from hwnas.profiling.protocol import check_predictor_device
 
-    return load_predictor(config.predictor, space=space, force=config.force)
+    predictor = load_predictor(config.predictor, space=space, force=config.force)
+    # another machine, or this one changed since the predictor's data: say so before searching
+    check_predictor_device(predictor.fingerprint)
+    return predictor
 
 
 def _write_json(path: Path, obj) -> None:

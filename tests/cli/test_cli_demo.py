@@ -9,7 +9,8 @@ from hwnas.cli.main import main
 from hwnas.errors import HwnasError
 from hwnas.pipeline import PipelineConfig, run_pipeline
 
-SMALL = dict(num_archs=16, warmup=2, runs=5, search_epochs=2, export_epochs=1, limit=200, seed=0)
+SMALL = dict(num_archs=16, warmup=2, runs=5, search_epochs=2, export_epochs=1, limit=200, seed=0,
+             calibration_sessions=2)
 
 
 def _rows(db):
@@ -31,6 +32,14 @@ def test_demo_chain_writes_one_run_folder_and_resumes(tmp_path):
     assert lo <= res.latency_budget_ms <= hi  # the default budget lies inside the measured range
     assert res.predicted_latency_ms <= res.latency_budget_ms  # the search's pick meets it by prediction
     assert res.measured_latency_ms > 0 and res.parity_max_abs_diff < 1e-3
+    # the final check is timed against the data's canary and scaled by its stored reference
+    assert res.measured_reference == "predictor"
+    card = json.loads((out / "model.json").read_text())
+    stats = card["latency"]["stats"]
+    assert stats["latency_ms"] == pytest.approx(stats["ratio"] * stats["reference_ms"])
+    with sqlite3.connect(out / "latency.db") as con:
+        (ref,) = con.execute("SELECT reference_ms FROM canaries").fetchone()
+    assert stats["reference_ms"] == ref
     meta = {p.key: p.value for p in onnx.load(out / "model.onnx").metadata_props}
     assert meta["arch"] == res.arch
     assert set(res.stage_seconds) == {"profile", "predictor", "search", "export"}

@@ -9,7 +9,7 @@ from hwnas.errors import ProfilingError
 from hwnas.profiling.campaign import CampaignConfig, measure_arch, run_campaign
 from hwnas.profiling.sampling import sample_archs
 
-FAST = dict(warmup=1, runs=3)
+FAST = dict(warmup=1, runs=3, calibration_sessions=2, calibration_gap_s=0.0)
 
 
 def test_samplers_are_seeded_distinct_and_skip_excluded(micro_space):

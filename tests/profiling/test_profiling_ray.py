@@ -15,7 +15,8 @@ def test_ray_campaign_on_local_cluster(tmp_path):
     try:
         seen = []
         with LatencyStore(tmp_path / "lat.db") as s:
-            cfg = CampaignConfig(space="tiny", num_archs=4, warmup=1, runs=3)
+            cfg = CampaignConfig(space="tiny", num_archs=4, warmup=1, runs=3, calibration_sessions=2,
+                                 calibration_gap_s=0.0)
             r = run_campaign(s, cfg, ray_address="auto", on_row=lambda row, res: seen.append(res.measured))
             assert r.measured == 4 and r.errors == 0
             assert seen == [1, 2, 3, 4]  # committed one by one as results arrive

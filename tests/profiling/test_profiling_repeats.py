@@ -13,7 +13,7 @@ from hwnas.profiling.onnx_graph import arch_to_onnx
 from hwnas.profiling.runner import measure
 from hwnas.profiling.store import LatencyStore
 
-FAST = dict(warmup=1, runs=3)
+FAST = dict(warmup=1, runs=3, canary=False)  # the plain protocol's repeats
 
 
 def _extra(row):
@@ -109,7 +109,7 @@ def test_cli_rejects_repeats_or_chunk_below_one(micro_space, tmp_path, capsys, o
 def test_cli_repeats_option(micro_space, tmp_path, capsys):
     db = tmp_path / "lat.db"
     main(["profile", "--space", "micro", "-n", "2", "--db", str(db), "--warmup", "1", "--runs", "3",
-          "--repeats", "2", "--chunk", "1", "--json"])
+          "--repeats", "2", "--chunk", "1", "--calibration-sessions", "2", "--calibration-gap", "0", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["measured"] == 2
     with LatencyStore(db) as s:

@@ -24,9 +24,21 @@ def _rows(db):
         c.close()
 
 
+CALIB = ["--calibration-sessions", "2", "--calibration-gap", "0"]
+
+
+def _canaries(db):
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return c.execute("SELECT * FROM canaries ORDER BY id").fetchall()
+    finally:
+        c.close()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", [["--repeats", "1"], ["--repeats", "3", "--chunk", "4"]],
-                         ids=["one-session", "repeats3-chunk4"])
+@pytest.mark.parametrize("protocol", [["--no-canary", "--repeats", "1"], ["--no-canary", "--repeats", "3", "--chunk", "4"],
+                                      ["--chunk", "4", *CALIB]],
+                         ids=["one-session", "repeats3-chunk4", "paired"])
 def test_sigkill_mid_campaign_then_resume(tmp_path, protocol):
     """With repeats, rows of a chunk are committed in its last round; the kill lands
     between chunks or inside one, and either way the resume completes without duplicates."""
@@ -48,6 +60,7 @@ def test_sigkill_mid_campaign_then_resume(tmp_path, protocol):
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     before = _rows(db)
+    canaries_before = _canaries(db)
     assert 3 <= len(before) < N
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -56,3 +69,6 @@ def test_sigkill_mid_campaign_then_resume(tmp_path, protocol):
     assert len({r[0] for r in after}) == N  # no duplicates
     assert after[: len(before)] == before  # rows written before the kill are intact, byte for byte
     assert '"resumed": true' in done.stdout
+    # the canary reference is set once and never silently replaced by the resumed run
+    assert _canaries(db) == canaries_before
+    assert len(canaries_before) == (1 if "--no-canary" not in protocol else 0)

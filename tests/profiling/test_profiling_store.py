@@ -29,7 +29,7 @@ def test_other_schema_version_is_refused_untouched(tmp_path):
     s.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     s.close()
     before = p.read_bytes()
-    with pytest.raises(DataError, match=f"schema version {SCHEMA_VERSION + 1}.*reads version {SCHEMA_VERSION}"):
+    with pytest.raises(DataError, match=f"newer hwnas .*schema {SCHEMA_VERSION + 1}.*reads up to {SCHEMA_VERSION}"):
         LatencyStore(p)
     assert p.read_bytes() == before
 

@@ -16,7 +16,8 @@ from hwnas.profiling.transfer import export_rows, import_csv, write_csv, write_p
 def measured(tmp_path_factory, micro_space):
     p = tmp_path_factory.mktemp("m") / "src.db"
     with LatencyStore(p) as s:
-        run_campaign(s, CampaignConfig(space="micro", num_archs=5, warmup=1, runs=3))
+        run_campaign(s, CampaignConfig(space="micro", num_archs=5, warmup=1, runs=3, calibration_sessions=2,
+                                          calibration_gap_s=0.0))
     return p
 
 

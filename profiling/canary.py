@@ -1,0 +1,168 @@
+"""The canary: one fixed architecture per measurement context that every arch is timed against.
+
+Why: a shared host, a laptop with turbo and thermal limits, a GPU whose clocks boost and
+throttle all change speed *as a whole*, for seconds at a time (``benchmarks/results/
+profiling_phases.md``: 1.2-1.8x on our 2-vCPU VM).  A factor shared by everything that runs
+in the same moment cancels in a ratio, so the profiler times each arch in alternation with
+the canary (``hwnas.profiling.paired``) and stores ``ratio x reference``, where the
+*reference* is the canary's latency on this device, measured once by ``calibrate`` and
+then reused by every later campaign: data measured on different days of one device then
+share one scale.
+
+The rule that picks the canary (``default_canary_arch``): draw ``CANARY_SAMPLE`` archs
+uniformly with a generator seeded ``CANARY_SEED`` and take the one of median FLOPs.  A
+mid-sized arch has a latency in the middle of the space's range (ratios near 1, where
+timer resolution matters least) and uses the same kinds of kernels as the archs it is
+compared with.  The rule is deterministic, so every machine picks the same canary; its
+ONNX graph (seeded weights) is hashed, and the hash is stored beside the reference, so a
+reference is only ever applied to the very model it was measured on.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwnas.errors import HwnasError, ProfilingError
+
+logger = logging.getLogger(__name__)
+
+CANARY_SAMPLE = 101
+CANARY_SEED = 0
+# calibration block: short canary sessions spread over tens of seconds
+CALIBRATION_SESSIONS = 8
+CALIBRATION_RUNS = 30
+CALIBRATION_GAP_S = 2.0
+CALIBRATION_QUANTILE = 0.25
+
+
+@dataclass(frozen=True)
+class Canary:
+    """The canary model of one context: its arch, input resolution, batch and ONNX bytes."""
+
+    space: str
+    arch: str
+    resolution: int
+    batch_size: int
+    onnx: bytes
+    sha256: str
+
+    def describe(self) -> dict:
+        return {"space": self.space, "arch": self.arch, "resolution": self.resolution,
+                "batch_size": self.batch_size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class CanaryReference:
+    """The device's canary latency: what one unit of ratio means in milliseconds."""
+
+    reference_ms: float
+    statistic: str
+    session_medians_ms: tuple[float, ...]
+    span_s: float  # seconds the calibration block spread over
+    created: str
+
+    def to_dict(self) -> dict:
+        return {"reference_ms": self.reference_ms, "statistic": self.statistic,
+                "session_medians_ms": list(self.session_medians_ms), "span_s": self.span_s,
+                "created": self.created}
+
+
+def default_canary_arch(space) -> str:
+    """The median-FLOPs arch of ``CANARY_SAMPLE`` uniform draws (seed ``CANARY_SEED``)."""
+    from hwnas.cost import arch_cost
+
+    rng = np.random.default_rng(CANARY_SEED)
+    archs = [space.sample(rng) for _ in range(CANARY_SAMPLE)]
+    flops = [arch_cost(space, a, space.resolution(a)).flops for a in archs]
+    order = np.argsort(flops, kind="stable")
+    return str(archs[int(order[len(order) // 2])])
+
+
+def build_canary(space_name: str, *, arch: str | None = None, resolution: int | None = None,
+                 batch_size: int = 1) -> Canary:
+    """The canary of (space, resolution, batch): ``arch`` or the default rule's arch, built
+    with seeded weights.  A ``--canary`` that is not an arch of the space, or that fails to
+    build, is a ``ProfilingError`` naming it."""
+    from hwnas.profiling.onnx_graph import arch_to_onnx
+    from hwnas.space import get_space
+
+    space = get_space(space_name)
+    if arch is None:
+        arch = default_canary_arch(space)
+    try:
+        parsed = space.parse(arch)
+    except HwnasError as e:
+        raise ProfilingError(f"--canary {arch!r} is not an arch of space {space_name!r}: {e}") from None
+    res = space.resolution(parsed, None if space.searchable_resolution else resolution)
+    try:
+        data = arch_to_onnx(space, parsed, batch_size=batch_size, resolution=res).SerializeToString()
+    except (HwnasError, RuntimeError, ValueError) as e:
+        raise ProfilingError(f"canary {arch!r} of space {space_name!r} failed to build: {e}") from e
+    return Canary(space_name, str(parsed), int(res), int(batch_size), data, hashlib.sha256(data).hexdigest())
+
+
+def calibrate(canary: Canary, *, ep: str = "cpu", threads: int = 1, sessions: int = CALIBRATION_SESSIONS,
+              runs: int = CALIBRATION_RUNS, gap_s: float = CALIBRATION_GAP_S, warmup: int = 10,
+              allow_fallback: bool = False, ep_options: dict | None = None, cache_dir: str | None = None,
+              on_session=None) -> CanaryReference:
+    """Measure the canary's reference latency: ``sessions`` fresh short sessions, ``gap_s``
+    apart, and the ``CALIBRATION_QUANTILE`` quantile of their medians.
+
+    Why spread and why the lower quartile: a session falls inside one speed phase of the
+    host, so a block of sessions over tens of seconds samples several phases; contention
+    only adds time, so the lower values describe the undisturbed machine, but the minimum
+    of a handful of sessions is the most extreme order statistic and moves with one lucky
+    session, while the lower quartile stays put.  The reference only fixes the scale of
+    the stored latencies (ratios carry the information), so what it must be above all is
+    stored once and reused, not re-measured per campaign.
+    """
+    from hwnas.profiling.runner import measure
+
+    if sessions < 1 or runs < 1 or gap_s < 0:
+        raise ProfilingError(f"calibration needs sessions >= 1, runs >= 1, gap_s >= 0; got {sessions}, {runs}, {gap_s}")
+    t0 = time.monotonic()
+    medians = []
+    for i in range(sessions):
+        if i and gap_s:
+            time.sleep(gap_s)
+        m = measure(canary.onnx, ep=ep, threads=threads, warmup=warmup, runs=runs, allow_fallback=allow_fallback,
+                    batch_size=canary.batch_size, ep_options=ep_options, cache_dir=cache_dir)
+        medians.append(m.median_ms)
+        if on_session is not None:
+            on_session(i + 1, sessions)
+    ref = float(np.quantile(medians, CALIBRATION_QUANTILE))
+    logger.info("canary %s calibrated: %.4f ms (sessions %.4f-%.4f ms)", canary.arch, ref, min(medians), max(medians))
+    return CanaryReference(ref, f"q{CALIBRATION_QUANTILE:g} of {sessions} session medians", tuple(medians),
+                           time.monotonic() - t0, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def recalibrate_store(store, canary_row: dict, *, sessions: int = CALIBRATION_SESSIONS,
+                      gap_s: float = CALIBRATION_GAP_S, warmup: int = 10, on_session=None) -> tuple[CanaryReference, int]:
+    """Re-measure a stored canary's reference on this machine and rescale its rows.
+
+    Refused where this machine is not the device that measured the rows (its hardware
+    differs from the stored fingerprint) or where the canary now builds to another graph:
+    either would put numbers of two devices under one reference.  Returns (the new
+    reference, rows rescaled); the raw numbers and the old reference (in the canary's
+    history) are kept.
+    """
+    from hwnas.profiling.fingerprint import describe_side_by_side, device_fingerprint, hardware_diff
+
+    fp = store.fingerprint(canary_row["device_id"])
+    here = device_fingerprint(fp.get("ep") or "cpu", threads=fp.get("threads") or 1,
+                              batch_size=fp.get("batch_size") or 1, precision=fp.get("precision") or "fp32")
+    if hardware_diff(fp, here):
+        raise ProfilingError(f"device {canary_row['device_id']} was measured on another machine; recalibrating "
+                             "here would mix two devices:\n" + describe_side_by_side(fp, here))
+    canary = build_canary(canary_row["space"], arch=canary_row["arch"], resolution=canary_row["resolution"],
+                          batch_size=canary_row["batch"])
+    if canary.sha256 != canary_row["sha256"]:
+        raise ProfilingError(f"canary {canary.arch} builds to another ONNX graph here (sha256 {canary.sha256[:12]}, "
+                             f"stored {canary_row['sha256'][:12]}); its rows' ratios are to the old graph")
+    ref = calibrate(canary, ep=fp.get("ep") or "cpu", threads=fp.get("threads") or 1, sessions=sessions,
+                    gap_s=gap_s, warmup=warmup, on_session=on_session)
+    return ref, store.recalibrate_canary(canary_row["id"], ref)

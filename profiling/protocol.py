@@ -1,0 +1,175 @@
+"""One measurement protocol outside campaigns: export's final check, ``evaluate``, the search.
+
+Why: "measured vs predicted vs budget" only compares like with like when the final
+measurement is taken the way the predictor's training rows were: timed against the same
+canary, and turned into milliseconds with the same reference.  ``measure_model`` does that
+for any ONNX model of a known space and resolution; ``reference_for`` picks the reference:
+
+- the predictor's (its training data's canary, carried in its fingerprint) when this
+  machine is the device that measured those rows: then the measurement is on the very scale
+  of the predictions and of a budget taken from them;
+- otherwise a short calibration block here, and a warning with both fingerprints side by
+  side: another machine is another device, and its numbers are this machine's.
+
+``device_drift`` is the check behind "this device changed since the predictor was trained":
+the canary now, against the reference stored with the predictor.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from hwnas.errors import ProfilingError
+
+logger = logging.getLogger(__name__)
+
+QUICK_SESSIONS = 4  # calibration block of a one-off measurement (export, evaluate, drift check)
+QUICK_GAP_S = 0.5
+DRIFT_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The canary reference a measurement is scaled by, and where it came from."""
+
+    canary_arch: str
+    sha256: str
+    reference_ms: float
+    source: str  # "predictor" (the training data's device) or "calibrated here"
+    device_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelLatency:
+    """A model timed against the canary: ``latency_ms = ratio x reference_ms``."""
+
+    latency_ms: float
+    ratio: float
+    reference_ms: float
+    reference_source: str
+    canary: str
+    canary_median_ms: float  # the canary's median during the chosen session
+    speed_factor: float  # lowest canary median of the sessions / reference (1 = as calibrated)
+    raw_median_ms: float  # the model's own median, unpaired
+    session_ratios: tuple[float, ...]
+    estimates: dict
+    ep_used: str
+    fallback: bool
+    raw: dict  # the chosen session's raw statistics (``Measurement.to_dict()``)
+
+    @property
+    def median_ms(self) -> float:  # the statistic callers printed before the canary
+        return self.latency_ms
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["median_ms"] = self.latency_ms
+        # the raw spread, on the calibrated scale
+        d["p10_ms"], d["p90_ms"] = (self.raw[k] * self.latency_ms / self.raw_median_ms for k in ("p10_ms", "p90_ms"))
+        d.update({k: self.raw[k] for k in ("ep", "runs", "warmup", "batch_size")})
+        return d
+
+
+def same_machine(fp_a: dict | None, fp_b: dict | None) -> bool:
+    """True when both fingerprints describe the same hardware (see ``hardware_diff``)."""
+    from hwnas.profiling.fingerprint import hardware_diff
+
+    return bool(fp_a) and bool(fp_b) and not hardware_diff(fp_a, fp_b)
+
+
+def reference_for(canary, predictor_fp: dict | None, *, ep: str = "cpu", threads: int = 1,
+                  allow_fallback: bool = False, warn: bool = True) -> Reference:
+    """The reference to scale a measurement of ``canary``'s context by (module docstring)."""
+    from hwnas.profiling.canary import calibrate
+    from hwnas.profiling.fingerprint import describe_side_by_side, device_fingerprint
+
+    here = device_fingerprint(ep, threads=threads)
+    theirs = (predictor_fp or {}).get("canary")
+    if theirs and theirs.get("sha256") == canary.sha256 and same_machine(predictor_fp, here):
+        return Reference(canary.arch, canary.sha256, float(theirs["reference_ms"]), "predictor",
+                         predictor_fp.get("device_id"))
+    if warn and predictor_fp and not same_machine(predictor_fp, here):
+        logger.warning("the predictor's data were measured on another device; this measurement is this "
+                       "machine's own latency (calibrated here), so it may differ from the prediction:\n%s",
+                       describe_side_by_side(predictor_fp, here))
+    ref = calibrate(canary, ep=ep, threads=threads, sessions=QUICK_SESSIONS, gap_s=QUICK_GAP_S,
+                    allow_fallback=allow_fallback)
+    return Reference(canary.arch, canary.sha256, ref.reference_ms, "calibrated here", here.get("device_id"))
+
+
+def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str = "cpu", threads: int = 1,
+                  warmup: int = 10, runs: int = 50, sessions: int = 3, gap_s: float = 0.5,
+                  allow_fallback: bool = False, batch_size: int | None = None) -> ModelLatency:
+    """``sessions`` paired sessions of the model against ``canary``, ``gap_s`` apart; the
+    median session ratio, times the reference."""
+    from hwnas.profiling.paired import PairedTimer
+
+    if sessions < 1 or runs < 1:
+        raise ProfilingError(f"need sessions >= 1 and runs >= 1, got {sessions} and {runs}")
+    if reference.sha256 != canary.sha256:
+        raise ProfilingError("the reference was measured on another canary graph than the one given")
+    timer = PairedTimer(canary.onnx, ep=ep, threads=threads, warmup=warmup, allow_fallback=allow_fallback,
+                        batch_size=batch_size)
+    ms = []
+    for i in range(sessions):
+        if i and gap_s:
+            time.sleep(gap_s)
+        ms.append(timer.measure(model_bytes, runs=runs))
+    ratios = [m.ratio for m in ms]
+    chosen = ms[int(np.argsort(ratios, kind="stable")[(len(ms) - 1) // 2])]
+    raw = chosen.arch
+    return ModelLatency(latency_ms=chosen.ratio * reference.reference_ms, ratio=chosen.ratio,
+                        reference_ms=reference.reference_ms, reference_source=reference.source,
+                        canary=canary.arch, canary_median_ms=chosen.canary_median_ms,
+                        speed_factor=min(m.canary_median_ms for m in ms) / reference.reference_ms,
+                        raw_median_ms=raw.median_ms, session_ratios=tuple(ratios), estimates=chosen.estimates,
+                        ep_used=raw.ep_used, fallback=raw.fallback, raw=raw.to_dict())
+
+
+def warn_if_drifted(factor: float, reference_ms: float) -> bool:
+    """Log the "device changed" WARNING when ``factor`` is more than ``DRIFT_TOLERANCE`` from 1."""
+    if abs(factor - 1) <= DRIFT_TOLERANCE:
+        return False
+    logger.warning("this device changed since the predictor was trained: its canary runs %.2fx its reference "
+                   "(%.4f ms now, %.4f ms then): re-profile or recalibrate ('hwnas data recalibrate')",
+                   factor, factor * reference_ms, reference_ms)
+    return True
+
+
+def check_predictor_device(predictor_fp: dict | None, *, ep: str = "cpu", threads: int = 1) -> float | None:
+    """Before a predictor is used here: warn with both fingerprints side by side when it
+    was trained on another machine, else check its canary for drift (``device_drift``)."""
+    from hwnas.profiling.fingerprint import describe_side_by_side, device_fingerprint
+
+    if not predictor_fp or predictor_fp.get("imported"):
+        return None
+    here = device_fingerprint(ep, threads=threads)
+    if not same_machine(predictor_fp, here):
+        logger.warning("the predictor was trained on data of another device; its latencies describe that one:\n%s",
+                       describe_side_by_side(predictor_fp, here))
+        return None
+    return device_drift(predictor_fp, ep=ep, threads=threads)
+
+
+def device_drift(predictor_fp: dict | None, *, ep: str = "cpu", threads: int = 1) -> float | None:
+    """This machine's canary now over the reference stored with a predictor (1 = unchanged),
+    or None when the predictor carries no canary or was measured on another machine.  Logs
+    a WARNING when it is more than ``DRIFT_TOLERANCE`` away."""
+    from hwnas.profiling.canary import build_canary, calibrate
+    from hwnas.profiling.fingerprint import device_fingerprint
+
+    theirs = (predictor_fp or {}).get("canary")
+    if not theirs or not same_machine(predictor_fp, device_fingerprint(ep, threads=threads)):
+        return None
+    canary = build_canary(theirs["space"], arch=theirs["arch"], resolution=theirs["resolution"],
+                          batch_size=theirs["batch"])
+    if canary.sha256 != theirs["sha256"]:
+        logger.warning("the predictor's canary %s builds to another graph here; cannot check for drift", canary.arch)
+        return None
+    now = calibrate(canary, ep=ep, threads=threads, sessions=QUICK_SESSIONS, gap_s=QUICK_GAP_S).reference_ms
+    factor = now / float(theirs["reference_ms"])
+    warn_if_drifted(factor, float(theirs["reference_ms"]))
+    return factor
