@@ -201,9 +201,11 @@ def report(state: dict, out: Path) -> dict:
         rep["across"][sp] = {p: _agreement(shipped, first["latency"][sp][p]) for p in PROTOCOLS}
         rep["across"][sp]["shipped_device"] = state["shipped"][sp]["device_id"]
         fps = state["shipped"][sp]["fingerprints"]
-        rep["across"][sp]["side_by_side"] = describe_side_by_side(next(iter(fps.values())) if fps else
-                                                                  {"cpu_model": "AMD EPYC (no fingerprint stored)"},
-                                                                  state["fingerprint"], labels=("shipped", "here"))
+        dev = state["shipped"][sp]["device_id"]
+        theirs = next(iter(fps.values())) if fps else {  # an older CSV: only its rows' device columns
+            "cpu_model": (dev["device_name"] or "?").split(" / ")[0], "device_id": dev["device_id"]}
+        rep["across"][sp]["side_by_side"] = describe_side_by_side(theirs, state["fingerprint"],
+                                                                  labels=("shipped", "here"))
         c = first["cost"][sp]
         rep["cost"][sp] = {p: {"archs_per_min": 60 * c[p]["archs"] / c[p]["wall_s"],
                                "outside_arch_runs": 1 - c[p]["arch_timed_s"] / c[p]["wall_s"],

@@ -3,7 +3,7 @@
 tiny space, digits, the same seeds and epochs for every strategy, under one predicted-latency
 budget.  For every run: archs sampled, wall time, supernet val accuracy of the final arch,
 its accuracy when trained stand-alone from scratch for the same number of epochs, its
-predicted latency and its latency measured with ``hwnas.profiling.runner.measure`` on this
+predicted latency and its latency measured with the canary protocol (``hwnas.profiling.protocol``) on this
 machine (the same protocol as the shipped ``data/latency/tiny_cpu.csv`` the predictor is
 trained on: ORT CPU EP, 1 thread, batch 1, 10 warm-up + 50 timed runs, median).
 
@@ -56,13 +56,19 @@ def train_standalone(space, arch, data, epochs, batch_size, seed, lr=0.05):
         return float((model(xv).argmax(1) == yv).float().mean())
 
 
-def measured_ms(space, arch, repeats, gap_s=1.0):
-    """The dataset's protocol: ``repeats`` fresh sessions ``gap_s`` apart, lowest median."""
+def measured_ms(space, arch, repeats, predictor_fp, gap_s=0.5):
+    """The dataset's protocol (``hwnas.profiling.protocol``): ``repeats`` paired sessions
+    against the data's canary, the median ratio times the data's reference (when this
+    machine measured the data; else a reference calibrated here)."""
+    from hwnas.profiling.canary import build_canary
     from hwnas.profiling.onnx_graph import arch_to_onnx
-    from hwnas.profiling.runner import measure
+    from hwnas.profiling.protocol import measure_model, reference_for
 
-    return float(measure(arch_to_onnx(space, arch), ep="cpu", threads=1, warmup=10, runs=50,
-                         repeats=repeats, gap_s=gap_s).median_ms)
+    theirs = (predictor_fp or {}).get("canary") or {}
+    canary = build_canary(space.name, arch=theirs.get("arch"))
+    ref = reference_for(canary, predictor_fp)
+    return float(measure_model(arch_to_onnx(space, arch).SerializeToString(), canary, ref, sessions=repeats,
+                               gap_s=gap_s).latency_ms)
 
 
 def fit_predictor(space, path, seed=0):
@@ -75,6 +81,7 @@ def fit_predictor(space, path, seed=0):
     p.fit([archs[i] for i in tr], d.latency_ms[tr])
     metrics = regression_metrics(d.latency_ms[te], p.predict([archs[i] for i in te]))
     p = create_predictor("mlp", space=space, seed=seed).fit(archs, d.latency_ms)  # final: all rows
+    p.fingerprint, p.device_id = d.fingerprint, d.device_id  # the data's device and canary reference
     p.save(path)
     return p, metrics, d.latency_ms
 
@@ -145,7 +152,7 @@ def main(argv=None):
             arch = space.parse(res.arch)
             acc = train_standalone(space, arch, data, args.epochs, args.batch, seed)
             # several independent measurements: their spread says how much of measured-vs-predicted is noise
-            meas_all = [measured_ms(space, arch, args.repeats) for _ in range(args.measurements)]
+            meas_all = [measured_ms(space, arch, args.repeats, predictor.fingerprint) for _ in range(args.measurements)]
             meas = statistics.median(meas_all)
             row = dict(res.to_dict(), standalone_acc=acc, measured_ms=meas, measured_all_ms=meas_all,
                        measured_spread=max(meas_all) / min(meas_all) - 1.0, budget_ms=budget,
@@ -182,9 +189,9 @@ def write_md(path, args, pmetrics, budget, rows, total_s):
         + ", ".join(f"{k} {v:.3g}" for k, v in pmetrics.items()) + ".",
         "",
         "Stand-alone accuracy: the final arch trained from scratch with the same data, epochs and batch "
-        "(SGD 0.05, Nesterov). Measured latency: `hwnas.profiling.runner.measure` (ORT CPU EP, 1 thread, "
-        f"batch 1, 10 warm-up + 50 timed runs, median; {args.repeats} sessions 1 s apart, lowest median: the "
-        "dataset's protocol) of `arch_to_onnx(tiny, arch)`.",
+        "(SGD 0.05, Nesterov). Measured latency: `hwnas.profiling.protocol.measure_model` (ORT CPU EP, 1 thread, "
+        f"batch 1, 10 warm-up + 50 timed runs paired with the data's canary; {args.repeats} sessions 0.5 s apart, "
+        "median ratio x the data's reference: the dataset's protocol) of `arch_to_onnx(tiny, arch)`.",
         "",
         "## Per strategy (mean ± std over seeds)",
         "",

@@ -138,10 +138,10 @@ def _resolve_space(path, meta, space, force) -> SearchSpace:
 
 def fingerprint_diff(a: dict, b: dict) -> list[str]:
     """Fields that change measured numbers and differ (host name, Python version do not count)."""
-    from hwnas.profiling.fingerprint import ID_FIELDS, OPTIONAL_ID_FIELDS
+    from hwnas.profiling.fingerprint import ID_FIELDS, EXTRA_ID_FIELDS
 
     # a newer field counts where both sides record it (an older fingerprint lacks it)
-    fields = ID_FIELDS + tuple(k for k in OPTIONAL_ID_FIELDS if a.get(k) is not None and b.get(k) is not None)
+    fields = ID_FIELDS + tuple(k for k in EXTRA_ID_FIELDS if a.get(k) is not None and b.get(k) is not None)
     diff = sorted(k for k in fields if a.get(k) != b.get(k))
     if not diff and a.get("device_id") and b.get("device_id") and a["device_id"] != b["device_id"]:
         diff = ["device_id"]

@@ -69,12 +69,16 @@ def _int(s: str | None, base: int = 10) -> int | None:
         return None
 
 
-def parse_cpuinfo(text: str) -> dict:
-    """The identity of the first CPU in a /proc/cpuinfo text (x86 or aarch64).
+CPU_FIELDS = ("cpu_model", "cpu_vendor", "cpu_family", "cpu_model_number", "cpu_stepping", "cpu_flags")
 
-    Returns ``model_name, vendor, family, model_number, stepping, flags``; a value is None
-    when the text does not have it.  On aarch64 vendor/family/model are the implementer,
-    architecture and part (hex strings as printed), stepping is ``r<variant>p<revision>``.
+
+def parse_cpuinfo(text: str) -> dict:
+    """The ``CPU_FIELDS`` of the first CPU in a /proc/cpuinfo text (x86 or aarch64).
+
+    A value is None when the text does not have it; ``cpu_flags`` is the sorted list of
+    dispatch flags present (``X86_FLAGS`` or ``ARM_FLAGS``).  On aarch64 vendor, family
+    and model are the implementer (as printed, "0x41"), architecture and part (an int),
+    stepping is ``r<variant>p<revision>``.
     """
     kv: dict[str, str] = {}
     for line in text.splitlines():
@@ -83,31 +87,31 @@ def parse_cpuinfo(text: str) -> dict:
             kv.setdefault(k.strip().lower(), v.strip())  # first CPU's value wins
     if "flags" in kv:  # x86
         have = set(kv["flags"].split())
-        return {"model_name": kv.get("model name"), "vendor": kv.get("vendor_id"),
-                "family": _int(kv.get("cpu family")), "model_number": _int(kv.get("model")),
-                "stepping": _int(kv.get("stepping")), "flags": sorted(f for f in X86_FLAGS if f in have)}
+        return {"cpu_model": kv.get("model name"), "cpu_vendor": kv.get("vendor_id"),
+                "cpu_family": _int(kv.get("cpu family")), "cpu_model_number": _int(kv.get("model")),
+                "cpu_stepping": _int(kv.get("stepping")), "cpu_flags": sorted(f for f in X86_FLAGS if f in have)}
     variant, revision = _int(kv.get("cpu variant"), 16), kv.get("cpu revision")
-    have = set(kv["features"].split()) if "features" in kv else None
-    return {"model_name": kv.get("model name"), "vendor": kv.get("cpu implementer"),
-            "family": _int(kv.get("cpu architecture")) or kv.get("cpu architecture"),
-            "model_number": kv.get("cpu part"),
-            "stepping": f"r{variant}p{revision}" if variant is not None and revision else None,
-            "flags": sorted(f for f in ARM_FLAGS if f in have) if have is not None else None}
+    have = set(kv.get("features", "").split())
+    return {"cpu_model": kv.get("model name"), "cpu_vendor": kv.get("cpu implementer"),
+            "cpu_family": _int(kv.get("cpu architecture")) or kv.get("cpu architecture"),
+            "cpu_model_number": _int(kv.get("cpu part"), 16),
+            "cpu_stepping": f"r{variant}p{revision}" if variant is not None and revision else None,
+            "cpu_flags": sorted(f for f in ARM_FLAGS if f in have)}
 
 
 @lru_cache(maxsize=1)
 def read_cpuinfo() -> dict:
-    """``parse_cpuinfo`` of ``CPUINFO_PATH``, read once; all None where there is none
-    (macOS, Windows)."""
+    """``parse_cpuinfo`` of ``CPUINFO_PATH``, read once; every field None where there is
+    none (macOS, Windows: unknown, not "no flags")."""
     try:
         return parse_cpuinfo(Path(CPUINFO_PATH).read_text(encoding="utf-8", errors="replace"))
     except OSError:
-        return dict.fromkeys(("model_name", "vendor", "family", "model_number", "stepping", "flags"))
+        return dict.fromkeys(CPU_FIELDS)
 
 
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (Linux), else ``platform.processor()``."""
-    return read_cpuinfo()["model_name"] or platform.processor() or platform.machine() or "unknown"
+    return read_cpuinfo()["cpu_model"] or platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_caches(root: str | os.PathLike = CACHE_DIR) -> dict | None:
@@ -188,15 +192,10 @@ def device_fingerprint(ep: str = "cpu", *, ep_options: dict | None = None, threa
 
     if protocol is not None and protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS} or None, not {protocol!r}")
-    cpu = read_cpuinfo()
     gpu = gpu_details() if ep != "cpu" else dict.fromkeys(("name", "driver", "compute_capability", "clocks"))
     fp = {
+        **read_cpuinfo(),
         "cpu_model": cpu_model(),
-        "cpu_vendor": cpu["vendor"],
-        "cpu_family": cpu["family"],
-        "cpu_model_number": cpu["model_number"],
-        "cpu_stepping": cpu["stepping"],
-        "cpu_flags": cpu["flags"],
         "cpu_caches": cpu_caches(),
         "cpu_count": os.cpu_count(),
         "cpu_visible_cores": visible_cores(),
@@ -239,7 +238,7 @@ def missing_identity(fp: dict) -> list[str]:
     providers; an imported device (a name, no hardware) reports one short label.  A field
     that is present but None was looked for and is not available on that platform."""
     if fp.get("imported"):
-        return ["hardware (imported data)"]
+        return ["hardware (imported data: only a name)"]
     gpu = fp.get("ep") not in (None, "cpu")
     return [k for k in IDENTITY_FIELDS if k not in fp and (gpu or k not in GPU_FIELDS)]
 
@@ -268,12 +267,14 @@ def _cell(v: object, other: object) -> str:
 def describe_side_by_side(a: dict, b: dict, labels: tuple[str, str] = ("theirs", "this machine")) -> str:
     """A compact text table of two fingerprints for warnings such as "this predictor was
     trained on another device": the device names, then one line per identity field or
-    setting that differs (marked ``*``) or always matters (model, ep, threads, batch,
-    precision, protocol); fields empty on both sides are left out."""
-    always = {"cpu_model", "gpu_name", "ep", "threads", "batch_size", "precision", "protocol"}
+    setting that differs (marked ``*``) or always matters (model, ORT version, ep, threads,
+    batch, precision, protocol); fields empty on both sides are left out."""
+    always = {"cpu_model", "gpu_name", "ort_version", "ep", "threads", "batch_size", "precision", "protocol"}
     rows = [("", "device", device_name(a), device_name(b))]
     for k in (*IDENTITY_FIELDS, *SETTING_FIELDS):
         va, vb = a.get(k), b.get(k)
+        if k == "repeats":  # absent means the one-session protocol
+            va, vb = va or 1, vb or 1
         if va is None and vb is None or (va == vb and k not in always):
             continue
         rows.append(("*" if va != vb else "", k, _cell(va, vb), _cell(vb, va)))
@@ -299,7 +300,8 @@ def device_name(fp: dict) -> str:
         hw = f"{hw} (sm {fp['gpu_compute_capability']})"
     elif not fp.get("gpu_name") and fp.get("cpu_model_number") is not None:
         fam, model = fp.get("cpu_family"), fp["cpu_model_number"]
-        arch = f"fam {fam} model {model}" if isinstance(model, int) else f"part {model}"
+        arm = str(fp.get("cpu_vendor") or "").startswith("0x")  # aarch64: implementer, part
+        arch = f"part {model:#x}" if arm and isinstance(model, int) else f"fam {fam} model {model}"
         hw = f"{hw} ({', '.join(filter(None, (arch, _isa(fp.get('cpu_flags')))))})"
     if fp.get("ep") is None:
         return str(hw)
