@@ -6,6 +6,9 @@ Run in phases, with state kept in ``--state`` (JSON) between them:
     ... at least 30 minutes of other work ...
     python benchmarks/canary_bench.py second   # the same archs again
     python benchmarks/canary_bench.py third    # again, with a CPU-bound process on the other vCPU
+    python benchmarks/canary_bench.py fourth   # lever: paired and paired2 (2 paired sessions, median ratio)
+    ... other work ...
+    python benchmarks/canary_bench.py fifth    # paired and paired2 again, compared with fourth
     python benchmarks/canary_bench.py report   # benchmarks/results/canary.md and .json
 
 Protocols, measured interleaved chunk by chunk (the real campaign code, ``measure_chunk``), so
@@ -44,6 +47,7 @@ from hwnas.profiling.transfer import read_csv_fingerprints
 
 SHIPPED = {"tiny": "data/latency/tiny_cpu.csv", "fbnet": "data/latency/fbnet224_cpu.csv"}
 PROTOCOLS = ("paired", "default3", "plain")
+EXTRA_PROTOCOLS = ("paired2",)  # 2 paired sessions a round apart, median ratio (a lever tried, not the default)
 CHUNK = 16
 
 
@@ -54,16 +58,16 @@ def _read_csv(path):
 
 
 def _cfg(space: str, protocol: str) -> CampaignConfig:
-    if protocol == "paired":
-        return CampaignConfig(space=space, num_archs=0, repeats=1)
+    if protocol.startswith("paired"):
+        return CampaignConfig(space=space, num_archs=0, repeats=2 if protocol == "paired2" else 1, chunk=CHUNK)
     return CampaignConfig(space=space, num_archs=0, canary=False, repeats=3 if protocol == "default3" else 1,
                           chunk=CHUNK)
 
 
-def _measure(state: dict) -> dict:
+def _measure(state: dict, protocols=PROTOCOLS) -> dict:
     """Every arch of every space with every protocol, interleaved chunk by chunk."""
-    out = {sp: {p: {} for p in PROTOCOLS} for sp in state["archs"]}
-    cost = {sp: {p: {"wall_s": 0.0, "arch_timed_s": 0.0, "canary_timed_s": 0.0, "archs": 0} for p in PROTOCOLS}
+    out = {sp: {p: {} for p in protocols} for sp in state["archs"]}
+    cost = {sp: {p: {"wall_s": 0.0, "arch_timed_s": 0.0, "canary_timed_s": 0.0, "archs": 0} for p in protocols}
             for sp in state["archs"]}
     estimators = {sp: {e: {} for e in RATIO_ESTIMATORS} for sp in state["archs"]}
     timers = {}
@@ -75,18 +79,19 @@ def _measure(state: dict) -> dict:
     n = max(len(a) for a in state["archs"].values())
     for i in range(0, n, CHUNK):
         for sp, archs in state["archs"].items():
-            for p in PROTOCOLS:
+            for p in protocols:
                 cfg = _cfg(sp, p)
-                timer, ref = timers[sp] if p == "paired" else (None, None)
+                timer, ref = timers[sp] if p.startswith("paired") else (None, None)
 
                 def record(row, sp=sp, p=p, ref=ref):
                     assert row["status"] == "ok", row.get("error")
-                    lat = row["ratio"] * ref if p == "paired" else row["median_ms"]
+                    lat = row["ratio"] * ref if ref is not None else row["median_ms"]
                     out[sp][p][row["arch"]] = lat
                     cost[sp][p]["arch_timed_s"] += row["timed_total_ms"] / 1e3
                     cost[sp][p]["archs"] += 1
-                    if p == "paired":
+                    if ref is not None:
                         cost[sp][p]["canary_timed_s"] += row["extra"]["canary_timed_ms"] / 1e3
+                    if p == "paired":  # the estimators of the default protocol
                         for e, v in row["extra"]["estimates"].items():
                             estimators[sp][e][row["arch"]] = v * ref
 
@@ -164,19 +169,20 @@ def _csv_device(path):
     return {"device_id": row.get("device_id"), "device_name": row.get("device_name"), "created": row.get("created")}
 
 
-def _run_phase(state: dict, name: str, busy: bool = False) -> None:
+def _run_phase(state: dict, name: str, busy: bool = False, protocols=PROTOCOLS, against: str = "first") -> None:
     load0, t0 = os.getloadavg(), time.time()
     hog = None
     if busy:  # a CPU-bound process on the other vCPU for the whole phase
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        res = _measure(state)
+        res = _measure(state, protocols)
     finally:
         if hog is not None:
             hog.kill()
             hog.wait()
     res.update(started=datetime.datetime.now().isoformat(timespec="seconds"), t0=t0, loadavg_start=load0,
-               loadavg_end=os.getloadavg(), wall_s=time.time() - t0, busy=busy)
+               loadavg_end=os.getloadavg(), wall_s=time.time() - t0, busy=busy, against=against,
+               protocols=list(protocols))
     state["phases"][name] = res
 
 
@@ -184,18 +190,21 @@ def report(state: dict, out: Path) -> dict:
     ph = state["phases"]
     first = ph["first"]
     rep = {"date": first["started"][:10], "fingerprint": state["fingerprint"], "canary": state["canary"],
-           "phases": {k: {kk: v[kk] for kk in ("started", "wall_s", "loadavg_start", "loadavg_end", "busy")}
-                      for k, v in ph.items()}, "remeasure": {}, "estimators": {}, "across": {}, "cost": {},
+           "phases": {k: {kk: v.get(kk) for kk in ("started", "wall_s", "loadavg_start", "loadavg_end", "busy",
+                                                    "protocols")} for k, v in ph.items()}, "remeasure": {}, "estimators": {}, "across": {}, "cost": {},
            "independent": {}}
     for later in [k for k in ph if k != "first"]:
-        gap_min = (ph[later]["t0"] - first["t0"]) / 60
+        base = ph[ph[later].get("against", "first")]
+        gap_min = (ph[later]["t0"] - base["t0"]) / 60
+        key = f"{later} vs {ph[later].get('against', 'first')}"
         for sp in state["archs"]:
-            for p in PROTOCOLS:
-                rep["remeasure"].setdefault(later, {}).setdefault(sp, {})[p] = {
-                    **_agreement(first["latency"][sp][p], ph[later]["latency"][sp][p]), "gap_min": gap_min}
+            for p in [p for p in ph[later]["latency"][sp] if p in base["latency"][sp]]:
+                rep["remeasure"].setdefault(key, {}).setdefault(sp, {})[p] = {
+                    **_agreement(base["latency"][sp][p], ph[later]["latency"][sp][p]), "gap_min": gap_min}
             for e in RATIO_ESTIMATORS:
-                rep["estimators"].setdefault(later, {}).setdefault(sp, {})[e] = _agreement(
-                    first["estimators"][sp][e], ph[later]["estimators"][sp][e])
+                if base["estimators"][sp][e] and ph[later]["estimators"][sp][e]:
+                    rep["estimators"].setdefault(key, {}).setdefault(sp, {})[e] = _agreement(
+                        base["estimators"][sp][e], ph[later]["estimators"][sp][e])
     for sp in state["archs"]:
         shipped = state["shipped"][sp]["values"]
         rep["across"][sp] = {p: _agreement(shipped, first["latency"][sp][p]) for p in PROTOCOLS}
@@ -220,6 +229,9 @@ def report(state: dict, out: Path) -> dict:
             dev = np.abs(rel / ref - 1)
             rep["independent"][sp][p] = {"within_5": float(np.mean(dev <= 0.05)), "max_dev": float(dev.max()),
                                          "archs": len(keys)}
+    if "fourth" in ph:  # what the repeats lever costs, measured side by side in that phase
+        rep["cost_lever"] = {sp: {p: 60 * c["archs"] / c["wall_s"] for p, c in ph["fourth"]["cost"][sp].items()}
+                             for sp in state["archs"]}
     out.with_suffix(".json").write_text(json.dumps(rep, indent=1, default=str))
     out.write_text(_markdown(rep, state))
     print(out.read_text())
@@ -242,9 +254,10 @@ def _markdown(rep: dict, state: dict) -> str:
          "`plain` (one session).", "", "Phases:", ""]
     for k, v in rep["phases"].items():
         L.append(f"- `{k}`: started {v['started']}, {v['wall_s']:.0f} s, load average {v['loadavg_start'][0]:.2f} "
-                 f"-> {v['loadavg_end'][0]:.2f}{', with a CPU-bound process on the other vCPU' if v['busy'] else ''}")
+                 f"-> {v['loadavg_end'][0]:.2f}{', with a CPU-bound process on the other vCPU' if v['busy'] else ''}"
+                 f", protocols {', '.join(v['protocols'] or PROTOCOLS)}")
     L += ["", "## Re-measurement (goal for `paired`: >= 99% within +-10%, >= 95% within +-5%, tau >= 0.95)", "",
-          "| phase vs first | gap | space | protocol | within +-10% | within +-5% | Kendall tau | median later/first |",
+          "| phases | gap | space | protocol | within +-10% | within +-5% | Kendall tau | median later/first |",
           "|---|---:|---|---|---:|---:|---:|---:|"]
     for later, d in rep["remeasure"].items():
         for sp, pp in d.items():
@@ -252,7 +265,7 @@ def _markdown(rep: dict, state: dict) -> str:
                 L.append(f"| {later} | {r['gap_min']:.0f} min | {sp} | {p} | {_pct(r['within_10'])} | "
                          f"{_pct(r['within_5'])} | {r['kendall_tau']:.3f} | {r['median_ratio']:.3f} |")
     L += ["", "Ratio estimators of the paired protocol (same runs, the estimate each would have stored):", "",
-          "| phase vs first | space | estimator | within +-10% | within +-5% | Kendall tau |", "|---|---|---|---:|---:|---:|"]
+          "| phases | space | estimator | within +-10% | within +-5% | Kendall tau |", "|---|---|---|---:|---:|---:|"]
     for later, d in rep["estimators"].items():
         for sp, ee in d.items():
             for e, r in ee.items():
@@ -286,12 +299,15 @@ def _markdown(rep: dict, state: dict) -> str:
         for p, r in d.items():
             L.append(f"| {sp} | {p} | {r['archs_per_min']:.1f} | {_pct(r['outside_arch_runs'])} | "
                      f"{_pct(r['outside_all_timed_runs'])} |")
+    if "cost_lever" in rep:
+        L += ["", "The repeats lever, phase fourth (archs/min): " + "; ".join(
+            f"{sp} " + ", ".join(f"{p} {v:.1f}" for p, v in d.items()) for sp, d in rep["cost_lever"].items())]
     return "\n".join(L) + "\n"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("phase", choices=["first", "second", "third", "report"])
+    ap.add_argument("phase", choices=["first", "second", "third", "fourth", "fifth", "report"])
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--state", type=Path, default=Path("benchmarks/results/canary_state.json"))
@@ -302,6 +318,9 @@ def main(argv=None):
         phase_first(state, a.n, a.seed)
     elif a.phase == "report":
         return report(state, a.out)
+    elif a.phase in ("fourth", "fifth"):  # the repeats lever: paired2 beside paired, fifth re-measures fourth
+        _run_phase(state, a.phase, protocols=("paired", *EXTRA_PROTOCOLS),
+                   against="first" if a.phase == "fourth" else "fourth")
     else:
         _run_phase(state, a.phase, busy=a.phase == "third")
     a.state.write_text(json.dumps(state, default=str))

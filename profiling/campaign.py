@@ -49,6 +49,8 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from hwnas.errors import HwnasError, ProfilingError, valid_list
 from hwnas.profiling.canary import CALIBRATION_GAP_S, CALIBRATION_SESSIONS
 from hwnas.space import get_space
@@ -117,6 +119,7 @@ class CampaignResult:
     rows: list = field(default_factory=list)
     canary: dict | None = None  # arch, sha256 and reference_ms of the canary (paired campaigns)
     speed_range: tuple[float, float] | None = None  # (min, max) canary median / reference
+    speed_factors: list = field(default_factory=list)
     drift_warned: bool = False
 
     @property
@@ -198,17 +201,18 @@ def finish_row(row: dict, sessions: list) -> dict:
     median (and ratio) is kept in ``extra``; cost columns are summed over the sessions."""
     from hwnas.profiling.runner import combine_sessions
 
+    from hwnas.profiling.paired import median_session
+
     paired = hasattr(sessions[0], "ratio")
     raw = [s.arch for s in sessions] if paired else sessions
     if paired:
-        chosen = sorted(range(len(sessions)), key=lambda i: sessions[i].ratio)[(len(sessions) - 1) // 2]
+        chosen = median_session(sessions)
         m, p = raw[chosen], sessions[chosen]
     else:
         m = combine_sessions(raw)
         chosen = [x.median_ms for x in raw].index(m.median_ms)
     row.update({k: v for k, v in m.to_dict().items() if k not in (
         "ep", "threads", "batch_size", "fallback_reason", "cpu_median_ms", "repeats", "session_medians_ms")})
-    row["repeats"] = len(raw)
     for k in ("session_ms", "first_run_ms", "timed_total_ms"):
         row[k] = float(sum(getattr(s, k) for s in raw))
     if m.engine_build_ms is not None:
@@ -414,6 +418,7 @@ class StopFlag:
         return False
 
 
+REFERENCE_SLOW = 1.25  # warn when the canary runs this much faster than its reference for most of a campaign
 DRIFT_WARN = 1.5  # warn when the machine's speed (the canary's median) swings more than this within a campaign
 
 
@@ -465,6 +470,7 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
                     break
                 measure_chunk(cfg.space, todo[i:i + cfg.chunk], cfg, record, stop, timer)
     res.interrupted = stop.stop
+    _check_reference(res)
     if not res.interrupted:
         store.finish_campaign(cid)
     res.wall_s = time.perf_counter() - t_start
@@ -473,11 +479,24 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
 
 def _watch_speed(res: CampaignResult, factor: float) -> None:
     """Track the machine's speed factor; warn once when it swings beyond ``DRIFT_WARN``."""
-    lo, hi = res.speed_range or (factor, factor)
-    res.speed_range = (min(lo, factor), max(hi, factor))
-    lo, hi = res.speed_range
+    res.speed_factors.append(factor)
+    lo, hi = min(res.speed_factors), max(res.speed_factors)
+    res.speed_range = (lo, hi)
     if not res.drift_warned and hi / lo > DRIFT_WARN:
         res.drift_warned = True
         logger.warning("this machine's speed swung %.2fx during the campaign (canary at %.2f-%.2f of its "
                        "reference); the paired ratios cancel it, but check 'hwnas data drift' for a trend",
                        hi / lo, lo, hi)
+
+
+def _check_reference(res: CampaignResult, min_rows: int = 20) -> None:
+    """Warn when the canary ran clearly faster than its reference for most of a campaign:
+    the reference was then calibrated in a slow phase (another process, a throttled host).
+    The rows are right relative to each other either way (ratios); only their scale in ms is
+    off, and only ``hwnas data recalibrate`` changes it, never a campaign on its own."""
+    f = res.speed_factors
+    if len(f) >= min_rows and float(np.median(f)) < 1 / REFERENCE_SLOW:
+        logger.warning("the canary ran at a median %.2f of its reference during this campaign: the reference was "
+                       "probably calibrated while the machine was slow; its latencies are consistent with each "
+                       "other but %.0f%% high in ms. 'hwnas data recalibrate' re-measures the reference on a quiet "
+                       "machine and rescales every row", float(np.median(f)), 100 * (1 / float(np.median(f)) - 1))

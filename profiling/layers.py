@@ -13,7 +13,8 @@ make the sum over layers meaningful we measure an Identity graph of the same inp
 shape and store ``median_ms = layer - identity`` (clamped at 0), with the subtracted
 ``baseline_ms`` beside it.  The fixed overhead row (layer -1) is stem + (head, pool,
 classifier), the head measured on the widest reachable last-layer output, and counts
-the framework cost once, as a whole network run does.
+the framework cost once, as a whole network run does.  Every graph is timed as the arch
+rows are: against the campaign's canary by default, on the calibrated scale (``_measurer``).
 """
 from __future__ import annotations
 
@@ -99,7 +100,6 @@ def profile_layers(store, cfg, on_row=None) -> int:
     """Measure every reachable layer once (skipping stored ones) plus the fixed overhead;
     returns the number of rows written.  ``on_row(done, total)`` reports progress."""
     from hwnas.profiling.campaign import _resolution_filter, campaign_device, check_config
-    from hwnas.profiling.runner import measure
     from hwnas.profiling.store import OVERHEAD_LAYER, OVERHEAD_OP
 
     check_config(cfg)
@@ -110,12 +110,12 @@ def profile_layers(store, cfg, on_row=None) -> int:
     entries, last_chans, final_size = layer_entries(space, res)
     key = dict(batch=cfg.batch_size, resolution=res, precision=cfg.precision, ep=cfg.ep)
     have = store.measured_layers(dev, cfg.space, **key)
-    kw = cfg.measure_kwargs()
+    measure = _measurer(store, cfg, dev, res)
     baselines: dict[tuple, float] = {}
 
     def baseline(shape) -> float:
         if shape not in baselines:
-            baselines[shape] = measure(identity_onnx(shape), **kw).median_ms
+            baselines[shape] = measure(identity_onnx(shape)).median_ms
         return baselines[shape]
 
     todo = [e for e in entries if (e[0], e[1].name, e[2]) not in have]
@@ -127,7 +127,7 @@ def profile_layers(store, cfg, on_row=None) -> int:
         lp = plan_layer(space.layers[i], op, ch, size)
         row = {"space": cfg.space, "layer": i, "op": op.name, "in_channels": ch, **key}
         try:
-            m = measure(layer_onnx(lp, b), **kw)
+            m = measure(layer_onnx(lp, b))
             base = baseline((b, ch, size, size))
             row.update(status="ok", median_ms=max(m.median_ms - base, 0.0), mean_ms=max(m.mean_ms - base, 0.0),
                        std_ms=m.std_ms, p10_ms=max(m.p10_ms - base, 0.0), p90_ms=max(m.p90_ms - base, 0.0),
@@ -141,7 +141,7 @@ def profile_layers(store, cfg, on_row=None) -> int:
             on_row(done, total)
     if fixed_todo:
         stem_b, head_b = fixed_onnx(space, res, last, final_size, b)
-        s, h = measure(stem_b, **kw), measure(head_b, **kw)
+        s, h = measure(stem_b), measure(head_b)
         base = baseline((b, last, final_size, final_size))
         written += store.add_layer_row(dev, {
             "space": cfg.space, "layer": OVERHEAD_LAYER, "op": OVERHEAD_OP, "in_channels": last, **key,
@@ -151,3 +151,30 @@ def profile_layers(store, cfg, on_row=None) -> int:
         if on_row:
             on_row(total, total)
     return written
+
+
+def _measurer(store, cfg, dev: str, resolution: int):
+    """``measure(onnx) -> statistics`` of the campaign's protocol: with the canary (default)
+    each layer model is timed against the device's canary and its statistics are put on the
+    calibrated scale (x ratio x reference / raw median), so a lookup table sums numbers of
+    the same scale as the arch rows; with ``--no-canary`` plain timing."""
+    from types import SimpleNamespace
+
+    from hwnas.profiling.runner import measure as plain
+
+    if not cfg.canary:
+        return lambda data: plain(data, **cfg.measure_kwargs())
+    from hwnas.profiling.campaign import campaign_canary, open_timer
+
+    canary, stored = campaign_canary(store, cfg, dev, resolution)
+    timer = open_timer(canary, cfg)
+    ref = stored["reference_ms"]
+
+    def paired(data):
+        p = timer.measure(data, runs=cfg.runs, time_budget_s=cfg.time_budget_s)
+        k = p.ratio * ref / p.arch.median_ms
+        a = p.arch
+        return SimpleNamespace(median_ms=p.ratio * ref, mean_ms=a.mean_ms * k, std_ms=a.std_ms * k,
+                               p10_ms=a.p10_ms * k, p90_ms=a.p90_ms * k, runs=a.runs)
+
+    return paired

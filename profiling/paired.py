@@ -112,6 +112,12 @@ class PairedTimer:
                                  pairs=len(a_times), canary_total_ms=float(sum(c_ms)))
 
 
+def median_session(sessions: list[PairedMeasurement]) -> int:
+    """Index of the session of the median ratio (the lower of the two middle ones of an
+    even count), so that its raw statistics stay those of one real session."""
+    return sorted(range(len(sessions)), key=lambda i: sessions[i].ratio)[(len(sessions) - 1) // 2]
+
+
 def _timed(run, perf) -> float:
     t0 = perf()
     run()

@@ -20,8 +20,6 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from hwnas.errors import ProfilingError
 
 logger = logging.getLogger(__name__)
@@ -105,7 +103,7 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
                   allow_fallback: bool = False, batch_size: int | None = None) -> ModelLatency:
     """``sessions`` paired sessions of the model against ``canary``, ``gap_s`` apart; the
     median session ratio, times the reference."""
-    from hwnas.profiling.paired import PairedTimer
+    from hwnas.profiling.paired import PairedTimer, median_session
 
     if sessions < 1 or runs < 1:
         raise ProfilingError(f"need sessions >= 1 and runs >= 1, got {sessions} and {runs}")
@@ -119,7 +117,7 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
             time.sleep(gap_s)
         ms.append(timer.measure(model_bytes, runs=runs))
     ratios = [m.ratio for m in ms]
-    chosen = ms[int(np.argsort(ratios, kind="stable")[(len(ms) - 1) // 2])]
+    chosen = ms[median_session(ms)]
     raw = chosen.arch
     return ModelLatency(latency_ms=chosen.ratio * reference.reference_ms, ratio=chosen.ratio,
                         reference_ms=reference.reference_ms, reference_source=reference.source,
@@ -133,8 +131,9 @@ def warn_if_drifted(factor: float, reference_ms: float) -> bool:
     """Log the "device changed" WARNING when ``factor`` is more than ``DRIFT_TOLERANCE`` from 1."""
     if abs(factor - 1) <= DRIFT_TOLERANCE:
         return False
-    logger.warning("this device changed since the predictor was trained: its canary runs %.2fx its reference "
-                   "(%.4f ms now, %.4f ms then): re-profile or recalibrate ('hwnas data recalibrate')",
+    logger.warning("this device changed since the predictor was trained, or is in a slow/fast phase: its canary "
+                   "runs %.2fx its reference (%.4f ms now, %.4f ms then). Paired measurements cancel a passing "
+                   "phase; if it persists, re-profile or recalibrate ('hwnas data recalibrate')",
                    factor, factor * reference_ms, reference_ms)
     return True
 

@@ -68,6 +68,8 @@ def test_demo_cli_quick_uses_shipped_latencies(tmp_path, capsys, monkeypatch):
     assert res["latency_source"].endswith("tiny_cpu.csv") and res["archs_measured"] >= 500
     assert res["latency_budget_ms"] == 0.2 and res["predicted_latency_ms"] <= 0.2
     assert not (out / "latency.db").exists()
+    # it says which machine the shipped data describe, and how far this one's canary is from theirs
+    assert res["latency_device"] and res["canary_vs_data"] > 0
 
 
 def test_demo_refuses_a_missing_parent_folder(tmp_path, capsys):

@@ -176,9 +176,18 @@ def test_bn_batch_stats_and_recalibration():
     # (up to the unbiased variance); the cumulative average over identical batches is exact
     assert recalibrate_bn(net, arch, [(x, y)] * 3, batches=2) == 2
     with torch.no_grad():
-        torch.testing.assert_close(net(x, arch), batch_logits, atol=2e-3, rtol=2e-3)
+        running_logits = net(x, arch)
+    torch.testing.assert_close(running_logits, batch_logits, atol=2e-3, rtol=2e-3)
     loss_r, acc_r = evaluate_arch(net, arch, (x, y), bn="running")
-    assert loss_r == pytest.approx(loss_b, rel=1e-3) and acc_r == acc_b
+    assert loss_r == pytest.approx(loss_b, rel=1e-3)
+    # evaluate_arch scores exactly these logits, and its accuracy is the batch statistics'
+    # one except on images whose two best classes are closer than the logits differ: the
+    # untrained net's logits are so close that, with this recipe and seeds 0-31, 1-8 of the
+    # 64 images were such near-ties, 10 seeds flipped one of them and 2 changed the accuracy
+    assert acc_r == float((running_logits.argmax(1) == y).float().mean())
+    top2 = batch_logits.topk(2, dim=1).values
+    near_ties = int((top2[:, 0] - top2[:, 1] <= 2 * float((running_logits - batch_logits).abs().max())).sum())
+    assert abs(acc_r - acc_b) * len(y) <= near_ties
     changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
     # extraction after recalibration carries the path's statistics
@@ -247,8 +256,16 @@ def test_training_is_deterministic():
 
 @pytest.mark.slow
 def test_supernet_training_on_digits_beats_chance():
-    """Two epochs of single-path training (60 steps, ~10 s) lift held-out accuracy of
-    paths never trained on their own far above chance (0.1)."""
+    """Four epochs of single-path training (120 steps, ~10 s) lift held-out accuracy of
+    paths never trained on their own far above chance (0.1).
+
+    Margins, measured with this recipe over 23 seeded runs (net, path-sampling and loader
+    seeds 0-15 with the data split and probe paths varied too, 1-7 with them fixed) and one
+    run on torch's non-vectorised kernels (ATEN_CPU_CAPABILITY=default): the worst probe
+    path reached 0.43 or more (median 0.72), the probes' mean 0.59, the last epoch's
+    training accuracy 0.51; untrained probes score 0.05-0.18.  Two epochs were too few:
+    over seeds 0-7 the worst probe ranged 0.31-0.48, the mean 0.35-0.59 and the training
+    accuracy 0.19-0.34, and one AVX-512 machine got a worst probe of exactly 0.30."""
     from hwnas.data import load_dataset, make_loader
 
     data = load_dataset("digits", 32, seed=0, limit=600)
@@ -258,8 +275,10 @@ def test_supernet_training_on_digits_beats_chance():
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     probe = [space.sample(100 + i) for i in range(3)]
     start = [evaluate_arch(net, a, data.val)[1] for a in probe]
-    for epoch in range(2):
+    for epoch in range(4):
         stats = train_supernet_epoch(net, make_loader(data.train, 16, seed=epoch), opt, lambda: space.sample(rng))
     accs = [evaluate_arch(net, a, data.val)[1] for a in probe]
-    assert stats["batches"] == 30 and stats["acc"] > 0.2
-    assert min(accs) > 0.3 and np.mean(accs) > max(0.35, np.mean(start) + 0.2)
+    # bars 0.13 (16 images) or more below the worst measured run, each well above what
+    # the untrained probes score
+    assert stats["batches"] == 30 and stats["acc"] > 0.3
+    assert min(accs) > 0.3 and np.mean(accs) > max(0.45, np.mean(start) + 0.3)

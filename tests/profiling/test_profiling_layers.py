@@ -13,7 +13,7 @@ from hwnas.space import plan_arch
 def test_layer_table_covers_every_arch(micro_space, tmp_path):
     from hwnas.profiling.layers import profile_layers
 
-    cfg = CampaignConfig(space="micro", num_archs=0, warmup=1, runs=3)
+    cfg = CampaignConfig(space="micro", num_archs=0, warmup=1, runs=3, calibration_sessions=2, calibration_gap_s=0.0)
     with LatencyStore(tmp_path / "l.db") as s:
         n = profile_layers(s, cfg)
         entries, _, _ = layer_entries(micro_space, 16)
