@@ -74,7 +74,9 @@ def _summary(res) -> None:
     t.add_row("architecture", str(res.arch))
     t.add_row("predicted latency", ms(res.predicted_latency_ms))
     verdict = {True: "[green]within budget[/]", False: "[red]over budget[/]", None: ""}[res.within_budget]
-    ref = f" (timed against the canary; reference {res.measured_reference})" if res.measured_reference else ""
+    where = {"predictor": "the data's own reference", "calibrated here": "a reference calibrated here"}
+    ref = (f" (timed against the canary, scaled by {where.get(res.measured_reference, res.measured_reference)})"
+           if res.measured_reference else "")
     t.add_row("measured latency", f"{ms(res.measured_latency_ms)} {verdict}{ref}")
     if res.latency_device:
         far = "" if res.canary_vs_data is None else f"; this machine's canary runs {res.canary_vs_data:.2f}x theirs"
