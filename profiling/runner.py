@@ -20,7 +20,9 @@ session median estimates the uncontended latency of the device, in the spirit of
 benchmarking in noisy environments" (arXiv:1608.04295), who show that timing noise is
 right-skewed and additive, so that the minimum is the most stable estimator.  Back to back
 the R sessions can share one slow phase; a campaign spreads them in time instead
-(``hwnas.profiling.campaign``).
+(``hwnas.profiling.campaign``).  This is the plain protocol (``--no-canary``); the default
+times each arch against a canary (``hwnas.profiling.paired``), built on ``open_model`` and
+``summarize_runs`` here.
 """
 from __future__ import annotations
 
