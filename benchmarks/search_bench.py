@@ -60,15 +60,11 @@ def measured_ms(space, arch, repeats, predictor_fp, gap_s=0.5):
     """The dataset's protocol (``hwnas.profiling.protocol``): ``repeats`` paired sessions
     against the data's canary, the median ratio times the data's reference (when this
     machine measured the data; else a reference calibrated here)."""
-    from hwnas.profiling.canary import build_canary
     from hwnas.profiling.onnx_graph import arch_to_onnx
-    from hwnas.profiling.protocol import measure_model, reference_for
+    from hwnas.profiling.protocol import measure_like_data
 
-    theirs = (predictor_fp or {}).get("canary") or {}
-    canary = build_canary(space.name, arch=theirs.get("arch"))
-    ref = reference_for(canary, predictor_fp)
-    return float(measure_model(arch_to_onnx(space, arch).SerializeToString(), canary, ref, sessions=repeats,
-                               gap_s=gap_s).latency_ms)
+    return float(measure_like_data(arch_to_onnx(space, arch).SerializeToString(), space.name,
+                                   space.resolution(arch), predictor_fp, sessions=repeats, gap_s=gap_s).latency_ms)
 
 
 def fit_predictor(space, path, seed=0):

@@ -183,8 +183,7 @@ def _measure(model_bytes: bytes, meta: dict, resolution: int, batch: int, *, ep,
     model's space, scaled by the predictor's reference where this machine measured its data,
     else by a reference calibrated here.  A model that names no hwnas space is timed plainly
     (there is no canary to pair it with), and the result says so."""
-    from hwnas.profiling.canary import build_canary
-    from hwnas.profiling.protocol import measure_model, reference_for
+    from hwnas.profiling.protocol import measure_like_data
     from hwnas.space import get_space
 
     space = meta.get("space")
@@ -199,9 +198,6 @@ def _measure(model_bytes: bytes, meta: dict, resolution: int, batch: int, *, ep,
         d = measure(model_bytes, ep=ep, threads=threads, warmup=warmup, runs=runs, allow_fallback=allow_fallback,
                     batch_size=batch, repeats=repeats, gap_s=gap_s).to_dict()
         return {**d, "latency_ms": d["median_ms"], "protocol": "plain"}
-    theirs = (predictor_fp or {}).get("canary") or {}
-    canary = build_canary(space, arch=theirs.get("arch"), resolution=resolution, batch_size=batch)
-    ref = reference_for(canary, predictor_fp, ep=ep, threads=threads, allow_fallback=allow_fallback)
-    m = measure_model(model_bytes, canary, ref, ep=ep, threads=threads, warmup=warmup, runs=runs, sessions=repeats,
-                      gap_s=gap_s, allow_fallback=allow_fallback, batch_size=batch)
+    m = measure_like_data(model_bytes, space, resolution, predictor_fp, ep=ep, threads=threads, warmup=warmup,
+                          runs=runs, sessions=repeats, gap_s=gap_s, allow_fallback=allow_fallback, batch_size=batch)
     return {**m.to_dict(), "protocol": "canary"}

@@ -415,19 +415,13 @@ def _measure_latency(config: ExportConfig, target: _Target, model_bytes: bytes, 
     """The exported model timed as the profiler times archs (``hwnas.profiling.protocol``):
     against the predictor's canary, on the predictor's reference when this machine measured
     its data; (``ModelLatency``, this machine's fingerprint)."""
-    from hwnas.profiling.canary import build_canary
     from hwnas.profiling.fingerprint import device_fingerprint
-    from hwnas.profiling.protocol import measure_model, reference_for, warn_if_drifted
+    from hwnas.profiling.protocol import measure_like_data
 
-    theirs = (predictor_fp or {}).get("canary") or {}
-    canary = build_canary(target.space.name, arch=theirs.get("arch"), resolution=target.resolution)
-    ref = reference_for(canary, predictor_fp, ep=config.ep, threads=config.threads,
-                        allow_fallback=config.allow_fallback)
-    m = measure_model(model_bytes, canary, ref, ep=config.ep, threads=config.threads, warmup=config.latency_warmup,
-                      runs=config.latency_runs, sessions=config.latency_repeats, gap_s=config.latency_gap_s,
-                      allow_fallback=config.allow_fallback, batch_size=1)
-    if ref.source == "predictor":
-        warn_if_drifted(m.speed_factor, ref.reference_ms)
+    m = measure_like_data(model_bytes, target.space.name, target.resolution, predictor_fp, ep=config.ep,
+                          threads=config.threads, warmup=config.latency_warmup, runs=config.latency_runs,
+                          sessions=config.latency_repeats, gap_s=config.latency_gap_s,
+                          allow_fallback=config.allow_fallback)
     return m, device_fingerprint(m.ep_used, threads=config.threads, batch_size=1)
 
 

@@ -169,15 +169,17 @@ def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], 
 def _canary_vs_data(data) -> float | None:
     """This machine's canary latency over the reference that the data's device measured
     (None when the data carry no canary): how far this machine is from theirs."""
-    from hwnas.profiling.canary import build_canary
+    from hwnas.errors import ProfilingError
+    from hwnas.profiling.canary import rebuild_stored
     from hwnas.profiling.protocol import reference_for
 
     theirs = (data.fingerprint or {}).get("canary")
     if not theirs:
         return None
-    canary = build_canary(theirs["space"], arch=theirs["arch"], resolution=theirs["resolution"],
-                          batch_size=theirs["batch"])
-    if canary.sha256 != theirs["sha256"]:
+    try:
+        canary = rebuild_stored(theirs)
+    except ProfilingError as e:
+        log.warning("cannot compare this machine with the data's: %s", e)
         return None
     here = reference_for(canary, None, warn=False)
     return here.reference_ms / float(theirs["reference_ms"])

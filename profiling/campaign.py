@@ -344,7 +344,7 @@ def campaign_canary(store, cfg: CampaignConfig, dev: str, resolution: int | None
     its ONNX hash is the one the reference was measured on.  ``--canary`` naming another
     arch than the stored one is refused: the stored rows' ratios are to that canary.
     """
-    from hwnas.profiling.canary import build_canary, calibrate
+    from hwnas.profiling.canary import build_canary, calibrate, rebuild_stored
 
     space = get_space(cfg.space)
     res = resolution if resolution is not None else space.default_resolution
@@ -353,15 +353,12 @@ def campaign_canary(store, cfg: CampaignConfig, dev: str, resolution: int | None
         raise ProfilingError(f"device {dev} already measures {cfg.space} against canary {stored['arch']}; "
                              f"--canary {cfg.canary_arch} would mix two scales in one dataset "
                              "(use another --db, or drop --canary)")
-    arch = stored["arch"] if stored is not None else cfg.canary_arch
-    canary = build_canary(cfg.space, arch=arch, resolution=res, batch_size=cfg.batch_size)
     if stored is not None:
-        if stored["sha256"] != canary.sha256:
-            raise ProfilingError(f"the canary {stored['arch']} builds to another ONNX graph here (sha256 "
-                                 f"{canary.sha256[:12]}, stored {stored['sha256'][:12]}): another hwnas or torch "
-                                 "version; its reference does not apply. Run 'hwnas data recalibrate' to "
-                                 "re-measure it")
-        return canary, stored
+        try:
+            return rebuild_stored(stored), stored
+        except ProfilingError as e:
+            raise ProfilingError(f"{e}; the stored rows' ratios are to the old graph, so measure into a new --db") from None
+    canary = build_canary(cfg.space, arch=cfg.canary_arch, resolution=res, batch_size=cfg.batch_size)
     kw = cfg.measure_kwargs()
     ref = calibrate(canary, ep=cfg.ep, threads=cfg.threads, sessions=cfg.calibration_sessions,
                     gap_s=cfg.calibration_gap_s, warmup=cfg.warmup, allow_fallback=cfg.allow_fallback,

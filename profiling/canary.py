@@ -105,6 +105,19 @@ def build_canary(space_name: str, *, arch: str | None = None, resolution: int | 
     return Canary(space_name, str(parsed), int(res), int(batch_size), data, hashlib.sha256(data).hexdigest())
 
 
+def rebuild_stored(record: dict) -> Canary:
+    """The canary a stored record (a ``canaries`` row, or the ``canary`` of a fingerprint)
+    was measured on, rebuilt here; a ``ProfilingError`` when it now builds to another ONNX
+    graph (another hwnas or torch version), since its reference then describes another model."""
+    canary = build_canary(record["space"], arch=record["arch"], resolution=record["resolution"],
+                          batch_size=record["batch"])
+    if canary.sha256 != record["sha256"]:
+        raise ProfilingError(f"the canary {record['arch']} builds to another ONNX graph here (sha256 "
+                             f"{canary.sha256[:12]}, stored {record['sha256'][:12]}): another hwnas or torch "
+                             "version; its reference does not apply")
+    return canary
+
+
 def calibrate(canary: Canary, *, ep: str = "cpu", threads: int = 1, sessions: int = CALIBRATION_SESSIONS,
               runs: int = CALIBRATION_RUNS, gap_s: float = CALIBRATION_GAP_S, warmup: int = 10,
               allow_fallback: bool = False, ep_options: dict | None = None, cache_dir: str | None = None,
@@ -158,11 +171,7 @@ def recalibrate_store(store, canary_row: dict, *, sessions: int = CALIBRATION_SE
     if hardware_diff(fp, here):
         raise ProfilingError(f"device {canary_row['device_id']} was measured on another machine; recalibrating "
                              "here would mix two devices:\n" + describe_side_by_side(fp, here))
-    canary = build_canary(canary_row["space"], arch=canary_row["arch"], resolution=canary_row["resolution"],
-                          batch_size=canary_row["batch"])
-    if canary.sha256 != canary_row["sha256"]:
-        raise ProfilingError(f"canary {canary.arch} builds to another ONNX graph here (sha256 {canary.sha256[:12]}, "
-                             f"stored {canary_row['sha256'][:12]}); its rows' ratios are to the old graph")
+    canary = rebuild_stored(canary_row)
     ref = calibrate(canary, ep=fp.get("ep") or "cpu", threads=fp.get("threads") or 1, sessions=sessions,
                     gap_s=gap_s, warmup=warmup, on_session=on_session)
     return ref, store.recalibrate_canary(canary_row["id"], ref)

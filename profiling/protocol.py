@@ -127,6 +127,24 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
                         ep_used=raw.ep_used, fallback=raw.fallback, raw=raw.to_dict())
 
 
+def measure_like_data(model_bytes: bytes, space: str, resolution: int, predictor_fp: dict | None, *,
+                      ep: str = "cpu", threads: int = 1, warmup: int = 10, runs: int = 50, sessions: int = 3,
+                      gap_s: float = 0.5, allow_fallback: bool = False, batch_size: int = 1) -> ModelLatency:
+    """A model of ``space`` timed as a predictor's training rows were: against that data's
+    canary (the default rule's where the predictor carries none), on the data's reference
+    when this machine measured them (``reference_for``), with the drift warning then."""
+    from hwnas.profiling.canary import build_canary
+
+    theirs = (predictor_fp or {}).get("canary") or {}
+    canary = build_canary(space, arch=theirs.get("arch"), resolution=resolution, batch_size=batch_size)
+    ref = reference_for(canary, predictor_fp, ep=ep, threads=threads, allow_fallback=allow_fallback)
+    m = measure_model(model_bytes, canary, ref, ep=ep, threads=threads, warmup=warmup, runs=runs, sessions=sessions,
+                      gap_s=gap_s, allow_fallback=allow_fallback, batch_size=batch_size)
+    if ref.source == "predictor":
+        warn_if_drifted(m.speed_factor, ref.reference_ms)
+    return m
+
+
 def warn_if_drifted(factor: float, reference_ms: float) -> bool:
     """Log the "device changed" WARNING when ``factor`` is more than ``DRIFT_TOLERANCE`` from 1."""
     if abs(factor - 1) <= DRIFT_TOLERANCE:
@@ -157,16 +175,16 @@ def device_drift(predictor_fp: dict | None, *, ep: str = "cpu", threads: int = 1
     """This machine's canary now over the reference stored with a predictor (1 = unchanged),
     or None when the predictor carries no canary or was measured on another machine.  Logs
     a WARNING when it is more than ``DRIFT_TOLERANCE`` away."""
-    from hwnas.profiling.canary import build_canary, calibrate
+    from hwnas.profiling.canary import calibrate, rebuild_stored
     from hwnas.profiling.fingerprint import device_fingerprint
 
     theirs = (predictor_fp or {}).get("canary")
     if not theirs or not same_machine(predictor_fp, device_fingerprint(ep, threads=threads)):
         return None
-    canary = build_canary(theirs["space"], arch=theirs["arch"], resolution=theirs["resolution"],
-                          batch_size=theirs["batch"])
-    if canary.sha256 != theirs["sha256"]:
-        logger.warning("the predictor's canary %s builds to another graph here; cannot check for drift", canary.arch)
+    try:
+        canary = rebuild_stored(theirs)
+    except ProfilingError as e:
+        logger.warning("cannot check the device for drift: %s", e)
         return None
     now = calibrate(canary, ep=ep, threads=threads, sessions=QUICK_SESSIONS, gap_s=QUICK_GAP_S).reference_ms
     factor = now / float(theirs["reference_ms"])

@@ -159,3 +159,13 @@ def test_schema1_store_is_migrated_in_place_as_uncalibrated(tmp_path, caplog):
         assert s.devices()[0]["lacks"]  # the old fingerprint is labelled with what it lacks
     assert "marked uncalibrated" in caplog.text
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_stored_canary_whose_graph_changed_is_refused(store, micro_space):
+    from hwnas.profiling.canary import rebuild_stored
+
+    run_campaign(store, CampaignConfig(space="micro", num_archs=1, **FAST))
+    (c,) = store.canaries()
+    assert rebuild_stored(c).sha256 == c["sha256"]
+    with pytest.raises(ProfilingError, match="builds to another ONNX graph"):
+        rebuild_stored({**c, "sha256": "0" * 64})
