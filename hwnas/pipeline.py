@@ -6,8 +6,10 @@ runs.  Each stage calls the same library entry point as its own command (``run_c
 ``train_predictor``, ``run_search``, ``export_arch``), and everything it writes stays in one
 run folder::
 
-    RUN/latency.db      the latency store (or nothing with ``quick``: the shipped CSV is read)
-    RUN/predictor.hwp   the latency predictor, with its held-out metrics
+    RUN/latency.db      the latency store (with ``quick``: the shipped CSV is read, and only the
+                        ``adapt_archs`` archs measured here to adapt its predictor are stored)
+    RUN/predictor.hwp   the latency predictor, with its held-out metrics (``quick``: adapted to
+                        this machine; RUN/base_predictor.hwp is the one the shipped data trained)
     RUN/search/         the search run (config, log, checkpoint, supernet, result, plot)
     RUN/model.onnx      the exported, verified model, and RUN/model.json its model card
     RUN/summary.json    one record of every stage: what it produced and how long it took
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SHIPPED_LATENCIES = {"tiny": DATA_DIR / "latency" / "tiny_cpu.csv"}
 STAGES = ("profile", "predictor", "budget", "search", "export")
+ADAPT_MIN = 5  # fewest local archs worth adapting from (hwnas.predictors._adapt needs 3)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class PipelineConfig:
     dataset: str = "digits"
     seed: int = 0
     quick: bool = False  # use the shipped latency dataset instead of profiling
+    adapt_archs: int = 20  # quick: measure this many archs here and adapt the shipped data's predictor (0: don't)
     num_archs: int = 300  # archs to profile
     warmup: int = 10
     runs: int = 50
@@ -68,6 +72,8 @@ class PipelineConfig:
             raise SearchError(f"budget_quantile must be in (0, 1), got {self.budget_quantile}")
         if self.num_archs < 10 and not self.quick:
             raise SearchError(f"num_archs must be >= 10 to train a predictor, got {self.num_archs}")
+        if self.adapt_archs != 0 and self.adapt_archs < ADAPT_MIN:
+            raise SearchError(f"adapt_archs must be 0 (no adaptation) or >= {ADAPT_MIN}, got {self.adapt_archs}")
 
 
 @dataclass
@@ -97,6 +103,7 @@ class PipelineResult:
     latency_device: str | None = None  # the device the latency data describe
     measured_reference: str | None = None  # where the final measurement's canary reference came from
     canary_vs_data: float | None = None  # this machine's canary / the data's canary reference (--quick)
+    adapted: dict | None = None  # quick: the shipped data's predictor adapted here (archs, LOO metrics, base)
     stage_seconds: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -143,8 +150,18 @@ def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], 
     m = res.predictor_metrics
     say("predictor", f"{report['model']}: held-out within 10% {100 * m['within_10']:.1f}%, "
                      f"MAPE {100 * m['mape']:.1f}%, Kendall tau {m['kendall_tau']:.3f} ({report['n_test']} archs)")
+    adapted = None
+    if config.quick and config.adapt_archs:
+        adapted = timed("adapt", lambda: _adapt(config, out, hooks.get("adapt")))
+        loo = adapted.metrics_["loo"]
+        res.adapted = {"archs": adapted.metrics_["n_target"], "loo_metrics": loo, "device": adapted.device_name,
+                       "base_device": data.device_name or data.device_id}
+        res.latency_device = adapted.device_name or adapted.device_id
+        say("adapt", f"measured {res.adapted['archs']} archs here and adapted the shipped data's predictor to "
+                     f"this machine: leave-one-out within 10% {100 * loo['within_10']:.0f}%, "
+                     f"Spearman rho {loo['spearman_rho']:.3f}")
 
-    res.latency_budget_ms, res.budget_source = _budget(config, data)
+    res.latency_budget_ms, res.budget_source = _budget(config, data, adapted)
     say("budget", f"{res.latency_budget_ms:.4f} ms ({res.budget_source})")
 
     search = timed("search", lambda: _search(config, out, res.latency_budget_ms, hooks.get("search")))
@@ -230,9 +247,7 @@ def _prepare_out(config: PipelineConfig) -> Path:
 
 
 def _profile(config: PipelineConfig, out: Path, on_row):
-    from hwnas.predictors import load_store_data, read_latency_csv
-    from hwnas.profiling.campaign import CampaignConfig, campaign_device, run_campaign
-    from hwnas.profiling.store import LatencyStore
+    from hwnas.predictors import read_latency_csv
     from hwnas.space import get_space
 
     space = get_space(config.space)
@@ -242,15 +257,26 @@ def _profile(config: PipelineConfig, out: Path, on_row):
             raise HwnasError(f"no shipped latency dataset for space {space.name!r}; valid with --quick: "
                              f"{', '.join(SHIPPED_LATENCIES)}")
         return read_latency_csv(shipped, space)
-    db = out / "latency.db"
-    cfg = CampaignConfig(space=space.name, num_archs=config.num_archs, warmup=config.warmup, runs=config.runs,
+    return _measure_here(config, out / "latency.db", config.num_archs, on_row)
+
+
+def _measure_here(config: PipelineConfig, db: Path, num_archs: int, on_row):
+    """``num_archs`` archs of the space measured on this machine into ``db`` (a resumed run
+    tops up to that many), as ``LatencyData``."""
+    from hwnas.predictors import load_store_data
+    from hwnas.profiling.campaign import CampaignConfig, campaign_device, run_campaign
+    from hwnas.profiling.store import LatencyStore
+    from hwnas.space import get_space
+
+    space = get_space(config.space)
+    cfg = CampaignConfig(space=space.name, num_archs=num_archs, warmup=config.warmup, runs=config.runs,
                          calibration_sessions=config.calibration_sessions, seed=config.seed)
     with LatencyStore(db) as store:
         # a campaign asked again adds N *new* archs; a resumed run only tops up to num_archs
         have = store.measured_archs(campaign_device(cfg)["device_id"], space.name, batch=cfg.batch_size,
                                     precision=cfg.precision, ep=cfg.ep)
-        if len(have) < config.num_archs:
-            run_campaign(store, dataclasses.replace(cfg, num_archs=config.num_archs - len(have)), on_row=on_row)
+        if len(have) < num_archs:
+            run_campaign(store, dataclasses.replace(cfg, num_archs=num_archs - len(have)), on_row=on_row)
     return load_store_data(db, space)
 
 
@@ -263,12 +289,36 @@ def _train_predictor(config: PipelineConfig, out: Path, data) -> dict:
     return report
 
 
-def _budget(config: PipelineConfig, data) -> tuple[float, str]:
+def _adapt(config: PipelineConfig, out: Path, on_row):
+    """Measure ``adapt_archs`` archs on this machine (paired canary protocol, into
+    RUN/latency.db, resumable) and adapt the shipped data's predictor to them: the shipped
+    latencies describe another machine (``hwnas.predictors._adapt``).  The base is kept as
+    RUN/base_predictor.hwp; RUN/predictor.hwp becomes the adapted one, with this machine's
+    fingerprint, which is what the search and the export's final check then use."""
+    from hwnas.predictors import adapt_predictor, load_predictor, load_store_data
+    from hwnas.space import get_space
+
+    space = get_space(config.space)
+    base_path, pred_path = out / "base_predictor.hwp", out / "predictor.hwp"
+    if not base_path.exists():
+        pred_path.replace(base_path)
+    local = _measure_here(config, out / "latency.db", config.adapt_archs, on_row)
+    adapted = adapt_predictor(load_predictor(base_path, space=space), local, seed=config.seed)
+    adapted.save(pred_path)
+    return adapted
+
+
+def _budget(config: PipelineConfig, data, adapted=None) -> tuple[float, str]:
     """The user's budget, or a quantile of what was measured: tight enough to bind, loose
-    enough that many archs meet it."""
+    enough that many archs meet it.  With an adapted predictor the shipped archs' latencies
+    *as predicted for this machine* stand in for the measured ones (theirs describe another)."""
     if config.latency_budget_ms is not None:
         return float(config.latency_budget_ms), "given"
     q = config.budget_quantile
+    if adapted is not None:
+        lat = adapted.predict(list(data.archs))
+        return float(np.quantile(lat, q)), (f"{100 * q:.0f}th percentile of the shipped archs' latencies as "
+                                            "predicted for this machine")
     return float(np.quantile(data.latency_ms, q)), f"{100 * q:.0f}th percentile of the measured latencies"
 
 

@@ -5,7 +5,9 @@ committee, query-by-committee, Seung et al. 1992, Burbidge et al. 2007).  The sc
 *relative* spread ``std / mean`` of the prediction, because accuracy is judged relative to
 latency (within +-10%): an absolute std would always favour the slowest archs.
 
-- models with ``predict_with_std`` (``ensemble``, ``rf``) use their own spread;
+- models with members (``has_spread``: ``mlp``, ``ensemble``, ``rf``) use their spread
+  (``predict_spread``), not the calibrated ``predict_with_std``, whose log-scale residuals
+  are the same for every arch and so cannot say where to measure;
 - any other model gets a committee: ``n_committee`` copies of it refitted on bootstrap
   resamples of its own training set (stored in the predictor), whose disagreement is the
   score.  ``lut`` has (almost) no disagreement to offer: its only fitted number is a
@@ -20,8 +22,8 @@ from hwnas.errors import PredictorError
 
 def uncertainty(predictor, candidates, n_committee: int = 5, seed: int = 0) -> np.ndarray:
     """Relative predictive spread (std / mean) of each candidate."""
-    if predictor.supports_std:
-        mean, std = predictor.predict_with_std(candidates)
+    if predictor.has_spread:
+        mean, std = predictor.predict_spread(candidates)
     else:
         preds = np.stack([m.predict(candidates) for m in _committee(predictor, n_committee, seed)])
         mean, std = preds.mean(0), preds.std(0)
@@ -52,15 +54,7 @@ def _committee(predictor, n: int, seed: int):
     members = []
     for _ in range(n):
         rows = rng.integers(len(archs), size=len(archs))
-        m = clone(predictor)
-        m.fit([archs[i] for i in rows], y[rows])
+        m = predictor.clone()
+        m.fit([archs[i] for i in rows], y[rows], uncertainty=False)
         members.append(m)
     return members
-
-
-def clone(predictor):
-    """An unfitted copy with the same hyper-parameters (the LUT keeps its table)."""
-    params = predictor.get_params()
-    if predictor.name == "lut":
-        params["table"] = predictor.table_
-    return type(predictor)(predictor.space, **params)

@@ -28,7 +28,12 @@ class Predictor(ABC):
 
     name: ClassVar[str] = ""
     differentiable: ClassVar[bool] = False
-    supports_std: ClassVar[bool] = False
+    #: members or trees whose disagreement says *where* the model is unsure (``predict_spread``);
+    #: every fitted predictor has a calibrated ``predict_with_std`` regardless
+    has_spread: ClassVar[bool] = False
+    #: folds of the out-of-fold residuals behind ``predict_with_std`` (models with their own
+    #: held-out residuals, such as the MLP's inner validation split, override ``_oof_residuals``)
+    residual_folds: ClassVar[int] = 3
 
     def __init__(self, space: SearchSpace | str, *, encoding: str = DEFAULT_ENCODING,
                  resolution: int | None = None, log_target: bool = True, seed: int = 0):
@@ -62,14 +67,18 @@ class Predictor(ABC):
         return self.space.name
 
     # -- fitting -------------------------------------------------------------------
-    def fit(self, archs, latency_ms) -> "Predictor":
-        """Learn from measured latencies (ms); returns ``self``."""
+    def fit(self, archs, latency_ms, *, uncertainty: bool = True) -> "Predictor":
+        """Learn from measured latencies (ms); returns ``self``.
+
+        ``uncertainty=False`` skips the out-of-fold residuals behind ``predict_with_std``
+        (cross-validation and committees refit many copies that never answer it)."""
         self.encoding_ = Encoding(self.space, self.encoding, self.resolution)
         idx = self.encoding_.indices(archs)
         y = check_latencies(latency_ms, len(idx))
         if len(idx) < 2:
             raise DataError(f"need at least 2 measured archs to fit a predictor, got {len(idx)}")
         self._fit(idx, y)
+        self.residuals_ = self._oof_residuals(idx, y) if uncertainty else np.zeros(0)
         self.n_train_ = len(idx)
         self.train_archs_ = tuple(str(self.space.from_indices(row)) for row in idx)
         self.train_latency_ms_ = y.copy()
@@ -91,12 +100,42 @@ class Predictor(ABC):
             return np.zeros(0)
         return np.asarray(self._predict(idx), dtype=np.float64)
 
+    # -- uncertainty ----------------------------------------------------------------
     def predict_with_std(self, archs) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation (ms) of the prediction, where the model has one."""
-        raise PredictorError(
-            f"predictor {self.name!r} has no uncertainty estimate; use 'ensemble' or 'rf' "
-            "(select_uncertain falls back to a bootstrap committee for this model)"
-        )
+        """Prediction and predictive standard deviation (ms), from ``uncertainty.py``'s
+        out-of-fold residuals (split-conformal, log scale)."""
+        from hwnas.predictors._uncertainty import std_ms
+
+        mean = self.predict(archs)
+        return mean, std_ms(self, mean)
+
+    def predict_interval(self, archs, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)`` ms that hold the measured latency with probability ``level``."""
+        from hwnas.predictors._uncertainty import interval
+
+        return interval(self, self.predict(archs), level)
+
+    def prob_within(self, archs, budget_ms: float) -> np.ndarray:
+        """``P(latency <= budget_ms)`` per arch under the residual distribution."""
+        from hwnas.predictors._uncertainty import prob_below
+
+        return prob_below(self, self.predict(archs), budget_ms)
+
+    def predict_spread(self, archs) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and the members' (or trees') standard deviation, for models that have members."""
+        raise PredictorError(f"predictor {self.name!r} has no members to disagree; "
+                             "select_uncertain builds a bootstrap committee for it")
+
+    def _oof_residuals(self, idx: np.ndarray, y_ms: np.ndarray) -> np.ndarray:
+        """Signed ``log(measured / predicted)`` of every training arch, each predicted by a
+        copy fitted without it (``residual_folds``-fold); empty below 2 archs a fold."""
+        from hwnas.predictors._uncertainty import kfold_residuals
+
+        return kfold_residuals(self, idx, y_ms, self.residual_folds)
+
+    def clone(self) -> "Predictor":
+        """An unfitted copy with the same hyper-parameters."""
+        return type(self)(self.space, **self.get_params())
 
     def score(self, archs, latency_ms) -> dict:
         """``regression_metrics`` of this predictor on measured data."""
@@ -110,11 +149,18 @@ class Predictor(ABC):
                                  "or load a saved one with load_predictor(path)")
 
     # -- target transform ---------------------------------------------------------
+    @property
+    def _log(self) -> bool:
+        """The target transform in use: a model that chooses it (``log_target=None``) sets
+        ``log_target_`` when it fits."""
+        chosen = getattr(self, "log_target_", None)
+        return bool(self.log_target if chosen is None else chosen)
+
     def _to_target(self, y_ms: np.ndarray) -> np.ndarray:
-        return np.log(y_ms) if self.log_target else y_ms
+        return np.log(y_ms) if self._log else y_ms
 
     def _from_target(self, t: np.ndarray) -> np.ndarray:
-        return np.exp(t) if self.log_target else t
+        return np.exp(t) if self._log else t
 
     # -- persistence ----------------------------------------------------------------
     @abstractmethod
@@ -137,7 +183,7 @@ class Predictor(ABC):
         return {
             "model": self.name, "space": self.space_name, "params": self.get_params(),
             "encoding": self.encoding, "n_features": self.encoding_.n_features if fitted else None,
-            "differentiable": self.differentiable, "supports_std": self.supports_std,
+            "differentiable": self.differentiable, "has_spread": self.has_spread,
             "fitted": fitted, "n_train": getattr(self, "n_train_", None),
             "device_id": self.device_id, "device_name": self.device_name, "fingerprint": self.fingerprint, "metrics": self.metrics_,
         }

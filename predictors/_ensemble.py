@@ -1,4 +1,5 @@
-"""``ensemble``: bootstrap copies of one model; their spread is the uncertainty estimate.
+"""``ensemble``: bootstrap copies of one model (bagging; ``xgb`` by default, since ``mlp`` is
+already a seed ensemble); their spread says where the model is unsure.
 
 Why bootstrap: it is the cheapest honest uncertainty for a regressor (Efron 1979; deep
 ensembles, Lakshminarayanan et al. 2017, add random initialisation, which the MLP members
@@ -17,10 +18,10 @@ from hwnas.predictors._registry import create_predictor, register_predictor
 
 @register_predictor("ensemble")
 class EnsemblePredictor(Predictor):
-    supports_std = True
+    has_spread = True
 
     def __init__(self, space, *, encoding: str = DEFAULT_ENCODING, resolution: int | None = None,
-                 log_target: bool = True, seed: int = 0, member: str = "mlp", n_members: int = 5,
+                 log_target: bool = True, seed: int = 0, member: str = "xgb", n_members: int = 5,
                  bootstrap: bool = True, member_params: dict | None = None):
         super().__init__(space, encoding=encoding, resolution=resolution, log_target=log_target, seed=seed)
         self.member = member
@@ -38,14 +39,31 @@ class EnsemblePredictor(Predictor):
 
     def _fit(self, idx, y_ms):
         rng = np.random.default_rng(self.seed)
-        members = []
+        members, oob = [], []
         for i in range(self.n_members):
             rows = rng.integers(len(idx), size=len(idx)) if self.bootstrap else np.arange(len(idx))
             m = self._new_member(i)
             m.encoding_ = self.encoding_
             m._fit(idx[rows], y_ms[rows])
             members.append(m)
+            oob.append(np.setdiff1d(np.arange(len(idx)), rows))
         self.members_ = members
+        self._oob = oob
+
+    def _oof_residuals(self, idx, y_ms):
+        """Out-of-bag residuals: each arch predicted by the members whose bootstrap sample
+        missed it (Breiman 1996); no extra fit.  Without bootstrap, the k-fold default."""
+        if not self.bootstrap:
+            return super()._oof_residuals(idx, y_ms)
+        from hwnas.predictors._uncertainty import log_ratio
+
+        total, count = np.zeros(len(idx)), np.zeros(len(idx))
+        for m, rows in zip(self.members_, self._oob):
+            if len(rows):
+                total[rows] += m._predict(idx[rows])
+                count[rows] += 1
+        seen = count > 0
+        return log_ratio(y_ms[seen], total[seen] / count[seen])
 
     def _all(self, idx) -> np.ndarray:
         return np.stack([m._predict(idx) for m in self.members_])
@@ -53,7 +71,7 @@ class EnsemblePredictor(Predictor):
     def _predict(self, idx):
         return self._all(idx).mean(0)
 
-    def predict_with_std(self, archs):
+    def predict_spread(self, archs):
         self._check_fitted()
         preds = self._all(self.encoding_.indices(archs))
         return preds.mean(0), preds.std(0)

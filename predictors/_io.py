@@ -32,8 +32,18 @@ FORMAT = "hwnas-predictor/1"
 
 
 def save_predictor(pred, path) -> None:
-    pred._check_fitted()
+    """Write ``predictor_bytes(pred)`` to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)
+    data = predictor_bytes(pred)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def predictor_bytes(pred) -> bytes:
+    """A fitted predictor as the bytes of a ``.hwp`` file (an adapted predictor embeds its base so)."""
+    pred._check_fitted()
     arrays, blobs, scalars = {}, {}, {}
     for k, v in pred._state().items():
         if isinstance(v, np.ndarray):
@@ -43,6 +53,7 @@ def save_predictor(pred, path) -> None:
         else:
             scalars[k] = v
     arrays["__train_latency_ms"] = np.asarray(pred.train_latency_ms_)
+    arrays["__residuals"] = np.asarray(getattr(pred, "residuals_", np.zeros(0)), dtype=np.float64)
     meta = {
         "format": FORMAT, "hwnas_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": pred.name, "params": pred.get_params(), "space": pred.space_name,
@@ -53,15 +64,14 @@ def save_predictor(pred, path) -> None:
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("meta.json", jsonutil.dumps(meta, indent=1))
         z.writestr("state.json", jsonutil.dumps(scalars))
         z.writestr("arrays.npz", buf.getvalue())
         for k, v in blobs.items():
             z.writestr(f"blob/{k}", v)
-    tmp.replace(path)
+    return out.getvalue()
 
 
 def read_meta(path) -> dict:
@@ -72,7 +82,10 @@ def read_meta(path) -> dict:
 
 def load_predictor(path, space: SearchSpace | str | None = None, fingerprint: dict | None = None,
                    force: bool = False):
-    """Load a ``.hwp`` file; refuse another space or device fingerprint unless ``force``."""
+    """Load a ``.hwp`` file (a path, or its bytes); refuse another space or device
+    fingerprint unless ``force``."""
+    if isinstance(path, (bytes, bytearray)):
+        path = io.BytesIO(path)
     with _open(path) as z:
         meta = json.loads(z.read("meta.json"))
         scalars = json.loads(z.read("state.json"))
@@ -81,9 +94,10 @@ def load_predictor(path, space: SearchSpace | str | None = None, fingerprint: di
         blobs = {n[5:]: z.read(n) for n in z.namelist() if n.startswith("blob/")}
     sp = _resolve_space(path, meta, space, force)
     _check_fingerprint(path, meta, fingerprint, force)
-    pred = create_predictor(meta["model"], sp, **meta["params"])
+    pred = create_predictor(meta["model"], sp, **_known_params(meta))
     pred.encoding_ = Encoding(sp, pred.encoding, meta.get("resolution") if not sp.searchable_resolution else None)
     train_y = arrays.pop("__train_latency_ms")
+    pred.residuals_ = arrays.pop("__residuals", np.zeros(0))  # absent in files older than the uncertainty estimate
     pred._set_state({**arrays, **blobs, **scalars})
     pred.n_train_ = int(meta["n_train"])
     pred.train_archs_ = tuple(meta.get("train_archs", ()))
@@ -95,10 +109,24 @@ def load_predictor(path, space: SearchSpace | str | None = None, fingerprint: di
     return pred
 
 
+def _known_params(meta: dict) -> dict:
+    """The saved hyper-parameters this version still has (a renamed or dropped one, from a
+    file written by an older hwnas, is left out with a note rather than refused)."""
+    from hwnas.predictors._registry import predictor_class
+
+    valid = set(predictor_class(meta["model"]).param_names())
+    dropped = sorted(set(meta["params"]) - valid)
+    if dropped:
+        log.info("predictor file from hwnas %s: ignoring parameters this version does not have: %s",
+                 meta.get("hwnas_version"), ", ".join(dropped))
+    return {k: v for k, v in meta["params"].items() if k in valid}
+
+
 def _open(path) -> zipfile.ZipFile:
-    path = Path(path)
-    if not path.is_file():
-        raise PredictorError(f"no predictor file at {str(path)!r}")
+    if not isinstance(path, io.BytesIO):
+        path = Path(path)
+        if not path.is_file():
+            raise PredictorError(f"no predictor file at {str(path)!r}")
     try:
         z = zipfile.ZipFile(path)
         meta = json.loads(z.read("meta.json"))

@@ -33,6 +33,10 @@ class LUTPredictor(Predictor):
         """Hyper-parameters only: the table is data and is saved with the learned state."""
         return {k: v for k, v in super().get_params().items() if k != "table"}
 
+    def clone(self):
+        """A copy that keeps the table (it is data, not a hyper-parameter)."""
+        return type(self)(self.space, **self.get_params(), table=getattr(self, "table_", None) or self.table)
+
     def _fit(self, idx, y_ms):
         if not self.table:
             raise PredictorError(

@@ -1,8 +1,12 @@
 """``auto``: pick the model by k-fold cross-validation on the training split.
 
 Why CV on the training split only: the held-out split then stays an honest estimate of
-the chosen model (selecting on it would bias the reported metrics upward).  The score is
-the mean share within +-10% (the project's goal metric), Kendall tau breaks ties.
+the chosen model (selecting on it would bias the reported metrics upward).  The candidates
+include the per-layer lookup tables (``additive``, and ``lut`` where layers were measured)
+and their learned correction (``hybrid``), so ``auto`` picks a lookup table wherever no
+learned model beats it in CV.  The score is the user's metric (``within10`` by default,
+the project's goal; ``tau`` for ranking, which is what a search needs; ``mape``); the
+others break ties.
 """
 from __future__ import annotations
 
@@ -10,14 +14,46 @@ import logging
 
 import numpy as np
 
-from hwnas.errors import DataError
+from hwnas.errors import DataError, PredictorError, valid_list
 from hwnas.predictors._metrics import regression_metrics
 from hwnas.predictors._registry import create_predictor
 
 log = logging.getLogger(__name__)
 
-#: models ``auto`` compares (``lut`` needs a layer table, ``ensemble`` is 5x an MLP)
-AUTO_CANDIDATES = ("ridge", "gbr", "rf", "xgb", "mlp")
+#: label -> (model, parameters) that ``auto`` compares; ``lut`` joins where a layer table exists
+AUTO_CANDIDATES: dict[str, tuple[str, dict]] = {
+    "additive": ("additive", {}),
+    "ridge": ("ridge", {"log_target": True}),
+    "ridge:raw": ("ridge", {"log_target": False}),
+    "gbr": ("gbr", {}),
+    "xgb": ("xgb", {}),
+    "mlp": ("mlp", {}),
+    "ensemble": ("ensemble", {}),
+    "hybrid": ("hybrid", {}),
+}
+#: ``--metric`` name -> (key of ``regression_metrics``, larger is better)
+METRICS = {"within10": ("within_10", True), "tau": ("kendall_tau", True), "mape": ("mape", False)}
+
+
+def candidate(label: str, table: dict | None = None) -> tuple[str, dict]:
+    """``(model, params)`` of an ``auto`` candidate label; ``lut`` and ``hybrid`` get the table."""
+    if label == "lut":
+        return "lut", {"table": table}
+    try:
+        model, params = AUTO_CANDIDATES[label]
+    except KeyError:
+        raise PredictorError(f"unknown auto candidate {label!r}; valid: {valid_list([*AUTO_CANDIDATES, 'lut'])}") from None
+    params = dict(params)
+    if model == "hybrid" and table:
+        params["table"] = table
+    return model, params
+
+
+def metric_key(metric: str) -> tuple[str, bool]:
+    try:
+        return METRICS[metric]
+    except KeyError:
+        raise PredictorError(f"unknown metric {metric!r}; valid: {valid_list(METRICS)}") from None
 
 
 def kfold_rows(n: int, folds: int, seed: int):
@@ -37,19 +73,29 @@ def cross_validate(name: str, space, archs, latency_ms, *, folds: int = 5, seed:
     y = np.asarray(latency_ms, dtype=np.float64)
     scores = []
     for tr, te in kfold_rows(len(archs), folds, seed):
-        p = create_predictor(name, space, seed=seed, **params).fit([archs[i] for i in tr], y[tr])
+        p = create_predictor(name, space, seed=seed, **params).fit([archs[i] for i in tr], y[tr], uncertainty=False)
         scores.append(regression_metrics(y[te], p.predict([archs[i] for i in te])))
     return {k: float(np.nanmean([s[k] for s in scores])) for k in scores[0] if k != "n"}
 
 
-def select_model(space, archs, latency_ms, *, candidates=AUTO_CANDIDATES, folds: int = 5, seed: int = 0,
-                 on_result=None) -> tuple[str, dict[str, dict]]:
-    """``(best model name, {name: mean CV metrics})``."""
-    table = {}
-    for name in candidates:
-        table[name] = cross_validate(name, space, archs, latency_ms, folds=folds, seed=seed)
-        log.info("cv %s: %s", name, table[name])
+def select_model(space, archs, latency_ms, *, candidates=None, folds: int = 5, seed: int = 0,
+                 metric: str = "within10", table: dict | None = None, on_result=None) -> tuple[str, dict[str, dict]]:
+    """``(best candidate label, {label: mean CV metrics})``; ``candidate(label)`` builds it."""
+    key, larger = metric_key(metric)
+    labels = list(candidates or AUTO_CANDIDATES)
+    if table and "lut" not in labels:
+        labels.insert(0, "lut")
+    table_rows = {}
+    for label in labels:
+        model, params = candidate(label, table)
+        table_rows[label] = cross_validate(model, space, archs, latency_ms, folds=folds, seed=seed, **params)
+        log.info("cv %s: %s", label, table_rows[label])
         if on_result is not None:
-            on_result(name, table[name])
-    best = max(table, key=lambda n: (table[n]["within_10"], np.nan_to_num(table[n]["kendall_tau"], nan=-1)))
-    return best, table
+            on_result(label, table_rows[label])
+
+    def score(label):
+        m = table_rows[label]
+        main = np.nan_to_num(m[key], nan=-np.inf if larger else np.inf)
+        return (main if larger else -main, np.nan_to_num(m["kendall_tau"], nan=-1), m["within_10"], -m["mape"])
+
+    return max(labels, key=score), table_rows

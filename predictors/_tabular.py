@@ -76,9 +76,9 @@ class GBRPredictor(TabularPredictor):
 
 @register_predictor("rf")
 class RFPredictor(TabularPredictor):
-    """Random forest; the spread of its trees is an uncertainty estimate (``predict_with_std``)."""
+    """Random forest; the spread of its trees says where it is unsure (``predict_spread``)."""
 
-    supports_std = True
+    has_spread = True
 
     def __init__(self, space, *, encoding: str = DEFAULT_ENCODING, resolution: int | None = None,
                  log_target: bool = True, seed: int = 0, n_estimators: int = 300, max_features: float = 0.5,
@@ -94,7 +94,7 @@ class RFPredictor(TabularPredictor):
         return RandomForestRegressor(n_estimators=self.n_estimators, max_features=self.max_features,
                                      min_samples_leaf=self.min_samples_leaf, random_state=self.seed, n_jobs=1)
 
-    def predict_with_std(self, archs):
+    def predict_spread(self, archs):
         self._check_fitted()
         x = self.encoding_.encode(self.encoding_.indices(archs))
         per_tree = np.stack([self._from_target(t.predict(x)) for t in self.estimator_.estimators_])

@@ -10,14 +10,18 @@ from hwnas.errors import DataError, PredictorError
 
 from hwnas.predictors._data import LatencyData, split_rows
 from hwnas.predictors._registry import create_predictor, predictor_class
-from hwnas.predictors._select import AUTO_CANDIDATES, select_model
+from hwnas.predictors._select import candidate, metric_key, select_model
+from hwnas.predictors._uncertainty import coverage
 
 
 def train_predictor(data: LatencyData, space, model: str = "mlp", *, test_fraction: float = 0.2, seed: int = 0,
-                    folds: int = 5, layer_table: dict | None = None, params: dict | None = None, on_cv=None):
-    """``(fitted predictor, report)``; the report holds held-out metrics and CV scores."""
+                    folds: int = 5, layer_table: dict | None = None, params: dict | None = None, on_cv=None,
+                    metric: str = "within10", candidates=None):
+    """``(fitted predictor, report)``; the report holds held-out metrics, the held-out
+    coverage of the 80% / 95% intervals, and (``auto``) the CV table."""
     if space.name != data.space:
         raise DataError(f"the data is for space {data.space!r}, not {space.name!r}")
+    metric_key(metric)  # an unknown metric fails before any fit
     if model != "auto":
         predictor_class(model)  # unknown name -> RegistryError listing the valid ones
     tr, te = split_rows(len(data), test_fraction, seed)
@@ -26,10 +30,15 @@ def train_predictor(data: LatencyData, space, model: str = "mlp", *, test_fracti
                     "test_fraction": test_fraction, "seed": seed}
     params = dict(params or {})
     if model == "auto":
-        model, report["cv"] = select_model(space, train.archs, train.latency_ms, candidates=AUTO_CANDIDATES,
-                                           folds=folds, seed=seed, on_result=on_cv)
-        report["model"] = model
-        report["selected_by"] = f"{folds}-fold CV on the train split (within_10, then kendall_tau)"
+        label, report["cv"] = select_model(space, train.archs, train.latency_ms, candidates=candidates,
+                                           folds=folds, seed=seed, metric=metric, table=layer_table,
+                                           on_result=on_cv)
+        model, chosen = candidate(label, layer_table)
+        params = {**chosen, **params}
+        report["model"], report["candidate"] = model, label
+        report["selected_by"] = f"{folds}-fold CV on the train split ({metric}, then kendall_tau)"
+    elif model == "hybrid" and layer_table:
+        params["table"] = layer_table
     if model == "lut":
         if not layer_table:
             raise PredictorError("model 'lut' needs per-layer latencies: train from --db after "
@@ -37,6 +46,8 @@ def train_predictor(data: LatencyData, space, model: str = "mlp", *, test_fracti
         params["table"] = layer_table
     pred = create_predictor(model, space, seed=seed, **params).fit(list(train.archs), train.latency_ms)
     metrics = pred.score(list(test.archs), test.latency_ms)
+    if len(getattr(pred, "residuals_", ())) >= 2:
+        metrics.update(coverage(pred, list(test.archs), test.latency_ms))
     report["test_metrics"] = metrics
     pred.metrics_ = {"heldout": metrics, "n_test": len(test), "test_fraction": test_fraction, "seed": seed,
                      "source": data.source, **({"cv": report["cv"]} if "cv" in report else {})}

@@ -66,7 +66,13 @@ def unavailable_reason(ep: str) -> str | None:
 
 def session_options(threads: int, *, log_severity: int = 3):
     """Explicit ORT session options (DESIGN.md measurement protocol): all graph
-    optimizations, ``intra_op_num_threads`` as asked, one inter-op thread, sequential."""
+    optimizations, ``intra_op_num_threads`` as asked, one inter-op thread, sequential.
+
+    With more than one thread the pool does not spin-wait between runs
+    (``session.intra_op.allow_spinning = 0``): paired timing keeps the canary's session open
+    beside the arch's, and an idle pool that spins steals the cores the timed session needs
+    (on a 2-vCPU host, two measurements of the same 2-thread archs agreed in rank at
+    Spearman 0.71 with spinning; ``benchmarks/results/adapt.md`` has the figure without)."""
     import onnxruntime as ort
 
     if int(threads) < 1:
@@ -77,6 +83,8 @@ def session_options(threads: int, *, log_severity: int = 3):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = log_severity
+    if int(threads) > 1:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 

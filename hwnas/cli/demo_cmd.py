@@ -9,7 +9,10 @@ from hwnas.cli._common import echo_json, human, json_option
 @click.command()
 @click.option("--out", default=None, help="Run folder (default: runs/demo-<date>-<time>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (profiling and search pick up where they stopped).")
-@click.option("--quick", is_flag=True, help="Skip profiling: use the shipped CPU latency dataset (data/latency/).")
+@click.option("--quick", is_flag=True, help="Skip profiling: use the shipped CPU latency dataset (data/latency/), "
+              "measured on another machine, and adapt its predictor to this one from --adapt-archs archs.")
+@click.option("--adapt-archs", default=20, show_default=True, type=int,
+              help="With --quick: archs measured here to adapt the shipped data's predictor (0: use it as is).")
 @click.option("--num-archs", default=300, show_default=True, type=click.IntRange(min=10), help="Archs to profile.")
 @click.option("--latency-budget", default=None, help="Latency budget, e.g. 0.2ms (default: the 30th percentile "
               "of the measured latencies).")
@@ -20,7 +23,7 @@ from hwnas.cli._common import echo_json, human, json_option
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of every stage.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="torch threads for training.")
 @json_option
-def demo(out, resume, quick, num_archs, latency_budget, strategy, search_epochs, export_epochs, limit, seed,
+def demo(out, resume, quick, adapt_archs, num_archs, latency_budget, strategy, search_epochs, export_epochs, limit, seed,
          threads, as_json):
     """Run profile -> predictor -> search -> export on the embedded defaults.
 
@@ -37,7 +40,7 @@ def demo(out, resume, quick, num_archs, latency_budget, strategy, search_epochs,
     from hwnas.search import parse_latency_ms
 
     config = PipelineConfig(
-        out=out or default_out(), quick=quick, num_archs=num_archs,
+        out=out or default_out(), quick=quick, adapt_archs=adapt_archs, num_archs=num_archs,
         latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget), strategy=strategy, search_epochs=search_epochs,
         export_epochs=export_epochs, limit=limit, seed=seed, threads=threads, resume=resume,
     )
@@ -47,7 +50,8 @@ def demo(out, resume, quick, num_archs, latency_budget, strategy, search_epochs,
 
     con = Console(stderr=True)
     con.print(f"[bold]hwnas demo[/] -> {config.out}")
-    bars = {"profile": CampaignBar(num_archs), "search": SearchBar(search_epochs, strategy), "export": ExportBar()}
+    bars = {"profile": CampaignBar(num_archs), "adapt": CampaignBar(adapt_archs),
+            "search": SearchBar(search_epochs, strategy), "export": ExportBar()}
 
     def on_stage(stage: str, message: str) -> None:
         if stage in bars:  # one live display at a time: a stage's bar ends with the stage
@@ -57,8 +61,8 @@ def demo(out, resume, quick, num_archs, latency_budget, strategy, search_epochs,
     with contextlib.ExitStack() as stack:
         for bar in bars.values():
             stack.enter_context(bar)
-        res = run_pipeline(config, hooks={"profile": bars["profile"].row, "search": bars["search"],
-                                          "export": bars["export"]}, on_stage=on_stage)
+        res = run_pipeline(config, hooks={"profile": bars["profile"].row, "adapt": bars["adapt"].row,
+                                          "search": bars["search"], "export": bars["export"]}, on_stage=on_stage)
     _summary(res)
 
 
@@ -78,7 +82,14 @@ def _summary(res) -> None:
     ref = (f" (timed against the canary, scaled by {where.get(res.measured_reference, res.measured_reference)})"
            if res.measured_reference else "")
     t.add_row("measured latency", f"{ms(res.measured_latency_ms)} {verdict}{ref}")
-    if res.latency_device:
+    if res.adapted:
+        far = "" if res.canary_vs_data is None else f"; this machine's canary runs {res.canary_vs_data:.2f}x theirs"
+        loo = res.adapted["loo_metrics"]
+        t.add_row("latency data from", f"{res.adapted['base_device']} (shipped){far}; adapted to this machine "
+                                       f"({res.adapted['device']}) from {res.adapted['archs']} archs measured here, "
+                                       f"leave-one-out within 10% {100 * loo['within_10']:.0f}%, "
+                                       f"Spearman rho {loo['spearman_rho']:.3f}")
+    elif res.latency_device:
         far = "" if res.canary_vs_data is None else f"; this machine's canary runs {res.canary_vs_data:.2f}x theirs"
         t.add_row("latency data from", f"{res.latency_device}{far}")
     t.add_row("accuracy (val, torch / ONNX)", f"{res.accuracy:.3f} / {res.onnx_accuracy:.3f}")

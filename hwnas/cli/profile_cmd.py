@@ -8,11 +8,14 @@ from hwnas.cli._progress import CampaignBar
 from hwnas.profiling.canary import CALIBRATION_GAP_S, CALIBRATION_SESSIONS
 from hwnas.profiling.providers import EPS
 
+DEFAULT_MAX_ARCHS = 2000  # --until: the cap on the archs stored for the device
+
 
 @click.command("profile")
 @click.option("--space", default="tiny", show_default=True, help="Search space name.")
 @click.option("--num-archs", "-n", type=int, default=100, show_default=True,
-              help="New archs to measure (an interrupted run with the same options resumes instead).")
+              help="New archs to measure (an interrupted run with the same options resumes instead); "
+                   "with --until, the new archs per round.")
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="SQLite latency database.")
 @click.option("--ep", type=click.Choice(list(EPS)), default="cpu", show_default=True,
               help="ONNX Runtime execution provider.")
@@ -46,10 +49,19 @@ from hwnas.profiling.providers import EPS
 @click.option("--active", is_flag=True, help="Pick archs the predictor is least sure of (needs --predictor).")
 @click.option("--predictor", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Saved predictor for --active.")
+@click.option("--until", "until_spec", default=None, metavar="METRIC=TARGET",
+              help="Measure rounds of -n new archs until the predictor's 5-fold CV metric meets TARGET: "
+                   "within10=0.95, within5=0.9, tau=0.9 (lower bounds) or mape=0.05 (an upper bound); "
+                   "stops early when the learning curve levels off short of it.")
+@click.option("--max-archs", type=int, default=None,
+              help="With --until: stop once this many archs are stored for the device [default: 2000].")
+@click.option("--until-model", default=None,
+              help="With --until: the predictor that judges each round (a registered predictor: ridge, xgb, "
+                   "mlp, ...) [default: xgb].")
 @json_option
 def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, resolution, threads, warmup, runs, time_budget,
             canary_arch, no_canary, calibration_sessions, calibration_gap, repeats, chunk, sampler, seed, ray_address, layers, active,
-            predictor, as_json):
+            predictor, until_spec, max_archs, until_model, as_json):
     """Measure ONNX Runtime latency of NUM_ARCHS new archs of SPACE into DB.
 
     \b
@@ -60,6 +72,12 @@ def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, res
     campaign of this device (a block of short canary sessions, ~20 s), and reused by later
     campaigns, so data from different days agree.  Ctrl-C stops after the current session;
     the same command resumes.
+
+    \b
+    With --until METRIC=TARGET the campaign runs in rounds of NUM_ARCHS new archs; after each
+    round the --until-model predictor is cross-validated on everything stored for the device,
+    and the run stops when TARGET is met, when a power-law learning curve fitted to the
+    rounds levels off short of it, or at --max-archs.  The same command resumes it.
     """
     from hwnas.profiling.campaign import CampaignConfig
     from hwnas.profiling.store import LatencyStore
@@ -70,6 +88,7 @@ def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, res
         raise click.UsageError("--active needs --predictor FILE")
     if runs is None and time_budget is None:
         runs = 50
+    target = _check_until(until_spec, max_archs, until_model, num_archs)  # before the db is opened
     cfg = CampaignConfig(space=space, num_archs=num_archs, ep=ep, allow_fallback=allow_fallback,
                          batch_size=batch_size, resolution=resolution, threads=threads, warmup=warmup,
                          runs=runs, time_budget_s=time_budget, repeats=repeats, chunk=chunk, sampler=sampler, seed=seed,
@@ -79,10 +98,33 @@ def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, res
     store = LatencyStore(db)
     try:
         layer_rows = _run_layers(store, cfg, as_json) if layers else None
-        res = _run(store, cfg, ray_address, as_json)
+        if target is None:
+            res, until = _run(store, cfg, ray_address, as_json), None
+        else:
+            res, until = _run_until(store, cfg, target, until_model or "xgb", max_archs or DEFAULT_MAX_ARCHS,
+                                    ray_address, as_json)
     finally:
         store.close()
-    _report(res, cfg, db, layer_rows, as_json)
+    _report(res, cfg, db, layer_rows, as_json, until)
+
+
+def _check_until(until_spec, max_archs, until_model, num_archs):
+    """The parsed --until target (None without it); every --until option checked up front."""
+    if until_spec is None:
+        given = [name for name, v in (("--max-archs", max_archs), ("--until-model", until_model)) if v is not None]
+        if given:
+            raise click.UsageError(f"{' and '.join(given)} only apply with --until METRIC=TARGET")
+        return None
+    from hwnas.predictors import predictor_class
+    from hwnas.profiling.until import parse_until
+
+    target = parse_until(until_spec)
+    predictor_class(until_model or "xgb")
+    if max_archs is not None and max_archs < 1:
+        raise click.UsageError(f"--max-archs must be >= 1, got {max_archs}")
+    if num_archs < 1:
+        raise click.UsageError(f"with --until, -n/--num-archs is the round size and must be >= 1, got {num_archs}")
+    return target
 
 
 def _run(store, cfg, ray_address, as_json):
@@ -94,6 +136,27 @@ def _run(store, cfg, ray_address, as_json):
         return run_campaign(store, cfg, ray_address=ray_address, on_row=bar.row, on_calibrate=bar.calibrate)
 
 
+def _run_until(store, cfg, target, model, max_archs, ray_address, as_json):
+    """(the rounds' campaigns as one result, the ``UntilResult``); one line per round."""
+    from hwnas.profiling.until import FOLDS, merge_results, run_until
+
+    def on_round(r, out):
+        if as_json:
+            return
+        value = "too few archs to judge" if r.value is None else f"{target.metric} = {r.value:.4g}"
+        click.echo(f"round {len(out.rounds)}: {r.n} archs ({r.new} new), {value} ({model}, {FOLDS}-fold CV)")
+        f = out.forecast
+        if f is not None:
+            need = f.needed(target.target_error)
+            click.echo(f"  forecast: error(n) = {f.a:.3g} n^-{f.b:.3g} + {f.c:.3g}, levels off at "
+                       f"{target.metric} ~ {target.value(f.c):.4g}; "
+                       + (f"{target} at ~{need} archs" if need != float("inf") else f"never {target}"))
+
+    out = run_until(store, cfg, target, model=model, max_archs=max_archs,
+                    run_round=lambda c: _run(store, c, ray_address, as_json), on_round=on_round)
+    return merge_results(out.campaigns, out.device_id), out
+
+
 def _run_layers(store, cfg, as_json):
     from hwnas.profiling.layers import profile_layers
 
@@ -103,7 +166,7 @@ def _run_layers(store, cfg, as_json):
         return profile_layers(store, cfg, on_row=bar.layer)
 
 
-def _report(res, cfg, db, layer_rows, as_json):
+def _report(res, cfg, db, layer_rows, as_json, until=None):
     import shlex
     import sys
 
@@ -122,12 +185,16 @@ def _report(res, cfg, db, layer_rows, as_json):
         out.update(canary=res.canary["arch"], canary_reference_ms=res.canary["reference_ms"])
     if res.speed_range:
         out.update(speed_factor_min=res.speed_range[0], speed_factor_max=res.speed_range[1])
+    if until is not None:
+        out["until"] = until.to_dict()
     resume = "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if as_json:
         out["resume_command"] = resume if res.interrupted else None
         echo_json(out)
     else:
         _table(out, cfg, res)
+        if until is not None:
+            _until_table(until)
     if res.interrupted:
         click.echo(f"stopped early; {res.planned - res.skipped - res.measured} archs left. "
                    f"Resume with the same command:\n  {resume}", err=True)
@@ -142,5 +209,24 @@ def _table(out, cfg, res):
     t.add_column("what")
     t.add_column("value", justify="right")
     for k, v in out.items():
+        if k == "until":
+            continue
         t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     console().print(t)
+
+
+def _until_table(until):
+    """The rounds of ``--until`` and how it stopped."""
+    from rich.table import Table
+
+    from hwnas.profiling.until import FOLDS
+
+    t = Table(title=f"until {until.target}")
+    t.add_column("round", justify="right")
+    t.add_column("archs", justify="right")
+    t.add_column("new", justify="right")
+    t.add_column(f"{until.target.metric} ({until.model}, {FOLDS}-fold CV)", justify="right")
+    for i, r in enumerate(until.rounds, 1):
+        t.add_row(str(i), str(r.n), str(r.new), "-" if r.value is None else f"{r.value:.4g}")
+    console().print(t)
+    click.echo(until.message)

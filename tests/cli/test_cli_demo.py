@@ -58,7 +58,7 @@ def test_demo_chain_writes_one_run_folder_and_resumes(tmp_path):
 def test_demo_cli_quick_uses_shipped_latencies(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a fresh clone: no runs/ folder yet, and no --out given
     try:
-        main(["demo", "--quick", "--search-epochs", "2", "--export-epochs", "0",
+        main(["demo", "--quick", "--adapt-archs", "8", "--search-epochs", "2", "--export-epochs", "0",
               "--limit", "200", "--latency-budget", "0.2ms", "--json"])
     except SystemExit as e:
         assert e.code == 0
@@ -67,12 +67,27 @@ def test_demo_cli_quick_uses_shipped_latencies(tmp_path, capsys, monkeypatch):
     assert out.parent.name == "runs" and out.name.startswith("demo-") and (out / "model.onnx").is_file()
     assert res["latency_source"].endswith("tiny_cpu.csv") and res["archs_measured"] >= 500
     assert res["latency_budget_ms"] == 0.2 and res["predicted_latency_ms"] <= 0.2
-    assert not (out / "latency.db").exists()
     # it says which machine the shipped data describe, and how far this one's canary is from theirs
-    assert res["latency_device"] and res["canary_vs_data"] > 0
+    assert res["canary_vs_data"] > 0
+    # the shipped data's predictor is adapted to this machine from 8 archs measured here
+    assert len(_rows(out / "latency.db")) == 8 and res["adapted"]["archs"] == 8
+    assert res["adapted"]["base_device"] != res["latency_device"] == res["adapted"]["device"]
+    assert 0 <= res["adapted"]["loo_metrics"]["within_10"] <= 1
+    from hwnas.predictors import load_predictor
+
+    assert load_predictor(out / "predictor.hwp").name == "adapted"
+    assert load_predictor(out / "base_predictor.hwp").name == "mlp"
+    assert res["measured_reference"] == "predictor"  # the final check uses the reference calibrated here
 
 
 def test_demo_refuses_a_missing_parent_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["demo", "--out", str(tmp_path / "no" / "run")])
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_demo_refuses_too_few_archs_to_adapt(tmp_path):
+    from hwnas.errors import SearchError
+
+    with pytest.raises(SearchError, match="adapt_archs must be 0 .* or >= 5, got 2"):
+        PipelineConfig(out=str(tmp_path / "run"), quick=True, adapt_archs=2)

@@ -18,12 +18,15 @@ OVERHEAD_MS = 0.02
 # small but real settings so the whole battery stays fast on 2 busy cores
 FAST_PARAMS = {
     "mlp": {"epochs": 40, "hidden": (32, 32)},
-    "ensemble": {"n_members": 3, "member_params": {"epochs": 25, "hidden": (16, 16)}},
+    "ensemble": {"n_members": 3, "member_params": {"n_estimators": 100}},
     "xgb": {"n_estimators": 150},
     "gbr": {"n_estimators": 150},
     "rf": {"n_estimators": 60},
     "ridge": {},
     "lut": {},
+    "additive": {},
+    "hybrid": {"residual_params": {"n_estimators": 150}},
+    "adapted": {},
 }
 
 
@@ -76,4 +79,16 @@ def make_params(name: str, data) -> dict:
     params = dict(FAST_PARAMS.get(name, {}))
     if name == "lut":
         params["table"] = data["table"]
+    if name == "adapted":
+        params["base"] = other_device_base(data)
     return params
+
+
+def other_device_base(data):
+    """A ridge predictor of "another device": the same archs, 1.8x slower, with the slow
+    archs stretched (latency^1.1), so adapting has a scale and a curvature to learn."""
+    from hwnas.predictors import create_predictor
+
+    tr = data["train"]
+    y_other = 1.8 * data["y"][tr] ** 1.1
+    return create_predictor("ridge", data["space"]).fit(data["archs"][tr], y_other, uncertainty=False)

@@ -17,11 +17,12 @@ FINGERPRINT = {"cpu_model": "Test CPU", "cpu_count": 2, "machine": "x86_64", "gp
                "batch_size": 1, "precision": "fp32", "device_id": "aaaaaaaaaaaa"}
 # held-out share within +-10% that each model must reach on the additive test data
 # (a constant predictor reaches about 0.3 there, see test_the_test_data_is_not_trivial)
-MIN_WITHIN_10 = {"lut": 0.95, "ridge": 0.9, "mlp": 0.9, "ensemble": 0.9, "xgb": 0.9, "gbr": 0.9, "rf": 0.9}
+MIN_WITHIN_10 = {"lut": 0.95, "ridge": 0.9, "mlp": 0.9, "ensemble": 0.9, "xgb": 0.9, "gbr": 0.9, "rf": 0.9,
+                 "additive": 0.9, "hybrid": 0.9, "adapted": 0.9}
 
 
 def test_builtins_registered():
-    assert {"mlp", "xgb", "gbr", "rf", "ridge", "lut", "ensemble"} <= set(ALL)
+    assert {"mlp", "xgb", "gbr", "rf", "ridge", "lut", "ensemble", "additive", "hybrid", "adapted"} <= set(ALL)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +81,10 @@ def test_save_load_round_trip(name, fitted, micro_data, tmp_path):
     assert (q.name, q.space_name, q.n_train_, q.device_id) == (name, "micro", 180, FINGERPRINT["device_id"])
     assert q.fingerprint == FINGERPRINT and q.metrics_["heldout"]["within_10"] == 0.5
     assert json.dumps(q.get_params(), sort_keys=True) == json.dumps(p.get_params(), sort_keys=True)
-    if p.supports_std:
-        for a, b in zip(q.predict_with_std(d["archs"][:10]), p.predict_with_std(d["archs"][:10])):
+    for a, b in zip(q.predict_with_std(d["archs"][:10]), p.predict_with_std(d["archs"][:10])):
+        np.testing.assert_array_equal(a, b)
+    if p.has_spread:
+        for a, b in zip(q.predict_spread(d["archs"][:10]), p.predict_spread(d["archs"][:10])):
             np.testing.assert_array_equal(a, b)
 
 

@@ -119,17 +119,72 @@ def test_train_auto_from_csv_and_eval_device_check(tmp_path, capsys, micro_space
     y, _ = additive_latency(micro_space, archs)
     path = _write_csv(tmp_path / "lat.csv", archs, y)
     out = tmp_path / "auto.hwp"
+    cands = ["additive", "ridge", "ridge:raw", "xgb", "hybrid"]
     code, stdout, err = run(capsys, "predictor", "train", "--csv", str(path), "--space", "micro", "--model", "auto",
-                            "--folds", "3", "--out", str(out), "--json")
+                            "--folds", "3", "--candidates", ",".join(cands), "--out", str(out), "--json")
     assert code == 0, err
     rep = json.loads(stdout)
-    assert rep["model"] in ("ridge", "gbr", "rf", "xgb", "mlp") and set(rep["cv"]) == {"ridge", "gbr", "rf", "xgb", "mlp"}
-    assert rep["cv"][rep["model"]]["within_10"] == max(v["within_10"] for v in rep["cv"].values())
+    assert rep["candidate"] in cands and list(rep["cv"]) == cands
+    assert rep["cv"][rep["candidate"]]["within_10"] == max(v["within_10"] for v in rep["cv"].values())
+    assert 0 <= rep["test_metrics"]["in_80"] <= 1 and 0 <= rep["test_metrics"]["in_95"] <= 1
     other = _write_csv(tmp_path / "other.csv", archs, y, device_id="999999999999")
     code, _, err = run(capsys, "predictor", "eval", str(out), "--csv", str(other))
     assert code == 2 and "another device" in err and "--force" in err
     code, stdout, err = run(capsys, "predictor", "eval", str(out), "--csv", str(other), "--force", "--json")
     assert code == 0 and json.loads(stdout)["metrics"]["n"] == 60
+
+
+def test_adapt_predict_std_and_eval_png(store_db, tmp_path, capsys, micro_data, micro_space):
+    """A predictor of the store's device, adapted to a "new device" (2.5x slower) from 15 archs."""
+    base = tmp_path / "base.hwp"
+    code, _, err = run(capsys, "predictor", "train", "--db", str(store_db), "--model", "ridge", "--out", str(base))
+    assert code == 0, err
+    d = micro_data
+    new_csv = _write_csv(tmp_path / "new.csv", d["archs"][:15], 2.5 * d["y"][:15], device_id="0123456789ab")
+    adapted = tmp_path / "adapted.hwp"
+    code, stdout, err = run(capsys, "predictor", "adapt", str(base), "--csv", str(new_csv), "--out", str(adapted),
+                            "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    assert rep["n_target"] == 15 and rep["device_id"] == "0123456789ab" and rep["loo_metrics"]["within_10"] > 0.8
+    test_csv = _write_csv(tmp_path / "test.csv", d["archs"][15:], 2.5 * d["y"][15:], device_id="0123456789ab")
+    png = tmp_path / "scatter.png"
+    code, stdout, err = run(capsys, "predictor", "eval", str(adapted), "--csv", str(test_csv), "--png", str(png))
+    assert code == 0, err
+    assert "within 10%" in stdout and "inside the 80% interval" in stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    arch = str(d["archs"][20])
+    code, stdout, err = run(capsys, "predictor", "predict", str(adapted), "--arch", arch, "--std", "--p-below", "1.0",
+                            "--json")
+    assert code == 0, err
+    row = json.loads(stdout)[0]
+    assert row["interval80_ms"][0] < row["latency_ms"] < row["interval80_ms"][1] and row["std_ms"] > 0
+    assert 0 < row["p_below"] < 1
+    code, stdout, _ = run(capsys, "predictor", "show", str(adapted))
+    assert code == 0 and "adapted from a predictor of another device" in stdout
+    # bad input: another space's base, too few archs, a NaN latency; nothing is written
+    tiny_base = tmp_path / "tiny.hwp"
+    from hwnas.predictors import create_predictor
+    from hwnas.space import get_space
+
+    tiny = get_space("tiny")
+    t_archs = distinct_archs(tiny, 30, seed=1)
+    t_y, _ = additive_latency(tiny, t_archs)
+    create_predictor("ridge", tiny).fit(t_archs, t_y).save(tiny_base)
+    bad_out = tmp_path / "never.hwp"
+    code, _, err = run(capsys, "predictor", "adapt", str(tiny_base), "--csv", str(new_csv), "--out", str(bad_out))
+    assert code == 2 and "space" in err
+    two = _write_csv(tmp_path / "two.csv", d["archs"][:2], d["y"][:2])
+    code, _, err = run(capsys, "predictor", "adapt", str(base), "--csv", str(two), "--out", str(bad_out))
+    assert code == 2 and "at least 3" in err
+    nan = tmp_path / "nan.csv"
+    nan.write_text("arch,latency_ms\n" + "".join(f"{a},{'nan' if i == 0 else 1.0}\n" for i, a in enumerate(d["archs"][:5])))
+    code, _, err = run(capsys, "predictor", "adapt", str(base), "--csv", str(nan), "--out", str(bad_out))
+    assert code == 2 and "finite and > 0" in err
+    assert not bad_out.exists()
+    code, _, err = run(capsys, "predictor", "train", "--db", str(store_db), "--model", "auto", "--candidates", "nope",
+                       "--out", str(bad_out))
+    assert code == 2 and "unknown auto candidate 'nope'" in err and not bad_out.exists()
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys, micro_space, store_db):

@@ -55,9 +55,9 @@ def test_select_uncertain_committee_for_models_without_std(micro_data):
     d = micro_data
     sp = d["space"]
     ridge = create_predictor("ridge", sp).fit(d["archs"][:40], d["y"][:40])
-    assert not ridge.supports_std
-    with pytest.raises(PredictorError, match="no uncertainty"):
-        ridge.predict_with_std(d["archs"][:2])
+    assert not ridge.has_spread
+    with pytest.raises(PredictorError, match="no members"):
+        ridge.predict_spread(d["archs"][:2])
     pool = d["archs"][40:120]
     picked = select_uncertain(ridge, pool, 8, seed=0)
     assert picked == select_uncertain(ridge, pool, 8, seed=0)  # seeded

@@ -51,17 +51,18 @@ def test_gradient_is_nonzero_and_points_to_cheaper_choices(tiny_mlp):
         moved[d][heavy_i], moved[d][cheap] = 0.5, 0.5
         assert float(p.expected_latency_torch(moved)) < float(lat)
     # no gradient accumulates in the predictor's own weights
-    assert all(w.grad is None for w in p.net_.parameters())
+    assert all(w.grad is None for net in p.nets_ for w in net.parameters())
 
 
 def test_ensemble_of_mlps_is_differentiable(tiny_mlp):
     sp, _, archs = tiny_mlp
     y, _ = additive_latency(sp, archs)
-    e = create_predictor("ensemble", sp, n_members=2, member_params={"epochs": 10, "hidden": (16,)}).fit(archs, y)
+    e = create_predictor("ensemble", sp, member="mlp", n_members=2,
+                         member_params={"epochs": 10, "hidden": (16,), "n_seeds": 1}).fit(archs, y)
     assert e.differentiable
     a = archs[0]
     assert float(e.expected_latency_torch(_one_hot(sp, a))) == pytest.approx(e.predict([a])[0], rel=1e-4)
-    mean, std = e.predict_with_std(archs[:5])
+    mean, std = e.predict_spread(archs[:5])
     np.testing.assert_allclose(mean, e.predict(archs[:5]))
     assert np.all(std > 0)
 
