@@ -23,21 +23,43 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.predictors import create_predictor, read_latency_csv, regression_metrics, select_uncertain, split_rows
+from hwnas.predictors import (candidate, create_predictor, read_latency_csv, regression_metrics, select_model,
+                              select_uncertain, split_rows)
 from hwnas.space import get_space
 
 SIZES = (25, 50, 100, 200, 400, 800)
-MODELS = ("ridge", "gbr", "rf", "xgb", "mlp", "ensemble", "lut")
+#: ``auto`` candidate labels (``ridge:raw`` is ridge on raw ms), plus ``rf``, ``auto`` itself and the
+#: measured ``lut`` where a layer table is given
+MODELS = ("additive", "ridge", "ridge:raw", "gbr", "rf", "xgb", "mlp", "ensemble", "hybrid", "auto", "lut")
 ENCODINGS = ("onehot", "factorized", "onehot+totals", "onehot+layercost", "onehot+layercost+totals",
              "factorized+layercost+totals")
 
 
-def fit_score(name, space, archs, y, test_archs, test_y, seed, **params):
+def build(label, space, seed, table=None, **extra):
+    """An unfitted predictor for a benchmark label (``rf`` is not an auto candidate)."""
+    if label == "rf":
+        return create_predictor("rf", space, seed=seed, **extra)
+    model, params = candidate(label, table)
+    return create_predictor(model, space, seed=seed, **{**params, **extra})
+
+
+def fit_score(name, space, archs, y, test_archs, test_y, seed, table=None, **params):
+    """Fit ``name`` (``auto``: 5-fold CV over the candidates on this training set, as the CLI
+    does) and score it on the held-out archs, with the coverage of its 80% / 95% intervals."""
+    from hwnas.predictors import coverage
+
     t0 = time.perf_counter()
-    p = create_predictor(name, space, seed=seed, **params).fit(archs, y)
+    chosen = name
+    if name == "auto":
+        chosen, _ = select_model(space, archs, y, seed=seed, table=table)
+    p = build(chosen, space, seed, table, **params).fit(archs, y)
     fit_s = time.perf_counter() - t0
     m = regression_metrics(test_y, p.predict(test_archs))
+    if len(p.residuals_) >= 2:
+        m.update(coverage(p, test_archs, test_y))
     m["fit_s"] = fit_s
+    if name == "auto":
+        m["picked"] = chosen
     return p, m
 
 
@@ -47,8 +69,8 @@ def encoding_study(space, train, test, seed):
     for name in ("ridge", "xgb", "mlp"):
         for enc in ENCODINGS:
             for log_target in (True, False):
-                _, m = fit_score(name, space, train[0], train[1], test[0], test[1], seed, encoding=enc,
-                                 log_target=log_target)
+                _, m = fit_score(name, space, train[0], train[1], test[0], test[1], seed,
+                                 encoding=enc, log_target=log_target)
                 rows.append({"model": name, "encoding": enc, "log_target": log_target, **m})
                 print(f"  enc {name:6s} {enc:28s} log={log_target!s:5s} w10={m['within_10']:.3f} "
                       f"tau={m['kendall_tau']:.3f}", flush=True)
@@ -61,14 +83,16 @@ def learning_curve(space, pool, test, models, sizes, repeats, lut_table):
         for name in models:
             if name == "lut" and lut_table is None:
                 continue
-            params = {"table": lut_table} if name == "lut" else {}
             ms = []
             for r in range(repeats):
                 sub = np.random.default_rng(100 + r).permutation(len(pool[0]))[:size]
-                _, m = fit_score(name, space, [pool[0][i] for i in sub], pool[1][sub], test[0], test[1], r, **params)
+                _, m = fit_score(name, space, [pool[0][i] for i in sub], pool[1][sub], test[0], test[1], r,
+                                 table=lut_table)
                 ms.append(m)
-            row = {"model": name, "size": size, **{k: float(np.nanmean([m[k] for m in ms]))
-                                                  for k in ("within_5", "within_10", "kendall_tau", "mape", "fit_s")}}
+            keys = ("within_5", "within_10", "kendall_tau", "mape", "fit_s", "in_80", "in_95")
+            row = {"model": name, "size": size, **{k: float(np.nanmean([m.get(k, np.nan) for m in ms])) for k in keys}}
+            if name == "auto":
+                row["picked"] = [m["picked"] for m in ms]
             rows.append(row)
             print(f"  lc {name:8s} n={size:4d} w10={row['within_10']:.3f} tau={row['kendall_tau']:.3f} "
                   f"fit={row['fit_s']:.1f}s", flush=True)
@@ -90,7 +114,7 @@ def active_curve(space, pool, test, name, sizes, seed):
                     rest = [i for i in order if i not in set(chosen)]
                     chosen += rest[: size - len(chosen)]
                 else:
-                    p = create_predictor(name, space, seed=seed).fit([archs[i] for i in chosen], y[chosen])
+                    p = build(name, space, seed).fit([archs[i] for i in chosen], y[chosen], uncertainty=False)
                     left = [i for i in range(len(archs)) if i not in set(chosen)]
                     picked = select_uncertain(p, [archs[i] for i in left], size - len(chosen), seed=seed)
                     pos = {a: i for i, a in zip(left, [archs[i] for i in left])}
@@ -110,10 +134,9 @@ def throughput(space, models, pool, lut_table, n=10_000):
     archs = [space.sample(np.random.default_rng(7 + i)) for i in range(n)]
     out = []
     for name in models:
-        if name == "lut" and lut_table is None:
+        if (name == "lut" and lut_table is None) or name == "auto":
             continue
-        params = {"table": lut_table} if name == "lut" else {}
-        p = create_predictor(name, space, **params).fit(pool[0][:200], pool[1][:200])
+        p = build(name, space, 0, lut_table).fit(pool[0][:200], pool[1][:200], uncertainty=False)
         best = min(_timed(lambda: p.predict(archs)) for _ in range(3))
         idx = np.array([space.indices(a) for a in archs])
         best_idx = min(_timed(lambda: p.predict(idx)) for _ in range(3))
@@ -235,6 +258,18 @@ def render(results: dict) -> str:
             for m in models:
                 cells = {r["size"]: r[metric] for r in lc if r["model"] == m}
                 out.append(f"| {m} | " + " | ".join(f"{cells[s]:.3f}" if s in cells else "-" for s in sizes) + " |")
+            out.append("")
+        picks = {r["size"]: r["picked"] for r in lc if r["model"] == "auto"}
+        if picks:
+            out.append("`auto` picked (one per repeat): " + "; ".join(
+                f"n={n}: {', '.join(p)}" for n, p in picks.items()) + "\n")
+        top = sizes[-1]
+        cov = [r for r in lc if r["size"] == top and np.isfinite(r.get("in_80", np.nan))]
+        if cov:
+            out.append(f"Held-out coverage of the predictive intervals at n={top} (ideal 0.80 / 0.95):\n")
+            out.append("| model | inside 80% interval | inside 95% interval |")
+            out.append("|---|---:|---:|")
+            out += [f"| {r['model']} | {r['in_80']:.3f} | {r['in_95']:.3f} |" for r in cov]
             out.append("")
         if ds.get("active"):
             out.append("Active (select_uncertain) vs random sampling, within +-10% / Kendall tau:\n")

@@ -1,14 +1,27 @@
-"""Search benchmark: FP-NAS vs PARSEC vs random, and differentiable vs reward-shaped penalty.
+"""Search benchmark: FP-NAS against PARSEC as their papers define them, with controls that could make it fail.
 
-tiny space, digits, the same seeds and epochs for every strategy, under one predicted-latency
-budget.  For every run: archs sampled, wall time, supernet val accuracy of the final arch,
-its accuracy when trained stand-alone from scratch for the same number of epochs, its
-predicted latency and its latency measured with the canary protocol (``hwnas.profiling.protocol``) on this
-machine (the same protocol as the shipped ``data/latency/tiny_cpu.csv`` the predictor is
-trained on: ORT CPU EP, 1 thread, batch 1, 10 warm-up + 50 timed runs, median).
+tiny space, digits, one predicted-latency budget, the same estimator (PARSEC's importance
+weights, for the distribution and the supernet weights: ``train_paths=0``,
+``weight_estimator="importance"``), the same uniform start, data, epochs, arch lr and seeds
+for every run.  Runs per seed:
 
-    .venv/bin/python benchmarks/search_bench.py            # ~20 min on a 2-vCPU VM
-    .venv/bin/python benchmarks/search_bench.py --seeds 1 --limit 300   # smoke
+- ``fpnas``: ``K_t = max(1, round(H_t / 4))``, factorized start (uniform over choices),
+  switch to the joint distribution at a fixed epoch (half the search epochs);
+- ``parsec@K0``: PARSEC with FP-NAS's starting K (the comparison the paper makes);
+- ``parsec@Kmean``: PARSEC with FP-NAS's *mean* K of the same seed, so both sample about as
+  many archs in total (does adaptive K beat a fixed K at equal cost?);
+- ``parsec@2``: the small fixed K control;
+- ``random@K0``: random search with K0 samples per step.
+
+The budget enters every distribution run as FP-NAS's ``beta log C`` cost term (``--penalty
+logcost``; random search, which has no distribution, gets hinge-shaped rewards).
+Accuracy that could fail: the final arch trained stand-alone from scratch, scored on a
+held-out **test** split (25% of digits, one fixed split) that no reward and no training step
+ever sees.  Latency: the final arch measured with the canary protocol of the predictor's
+data, which were measured on this machine (``data/latency/adapt/tiny_here.csv``).
+
+    .venv/bin/python benchmarks/search_bench.py            # ~30 min on a 2-vCPU VM
+    .venv/bin/python benchmarks/search_bench.py --seeds 1 --epochs 4   # smoke
 
 Writes benchmarks/results/search.json (every run) and benchmarks/results/search.md.
 """
@@ -30,7 +43,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def train_standalone(space, arch, data, epochs, batch_size, seed, lr=0.05):
-    """Train ``arch`` from scratch (same data, epochs and batch as the search) -> val accuracy."""
+    """Train ``arch`` from scratch (same data, epochs and batch as the search) ->
+    (val accuracy, test accuracy)."""
     import torch
     import torch.nn.functional as F
 
@@ -51,9 +65,9 @@ def train_standalone(space, arch, data, epochs, batch_size, seed, lr=0.05):
             loss.backward()
             opt.step()
     model.eval()
-    xv, yv = data.val.tensors
     with torch.no_grad():
-        return float((model(xv).argmax(1) == yv).float().mean())
+        return tuple(float((model(x).argmax(1) == y).float().mean())
+                     for x, y in (data.val.tensors, data.test.tensors))
 
 
 def measured_ms(space, arch, repeats, predictor_fp, gap_s=0.5):
@@ -68,9 +82,10 @@ def measured_ms(space, arch, repeats, predictor_fp, gap_s=0.5):
 
 
 def fit_predictor(space, path, seed=0):
+    """The MLP on latencies measured on this machine (the shipped tiny_cpu.csv describes another)."""
     from hwnas.predictors import create_predictor, read_latency_csv, regression_metrics, split_rows
 
-    d = read_latency_csv(ROOT / "data" / "latency" / "tiny_cpu.csv", space)
+    d = read_latency_csv(ROOT / "data" / "latency" / "adapt" / "tiny_here.csv", space)
     archs = [space.parse(a) for a in d.archs]
     tr, te = split_rows(len(archs), 0.2, seed)
     p = create_predictor("mlp", space=space, seed=seed)
@@ -80,11 +95,6 @@ def fit_predictor(space, path, seed=0):
     p.fingerprint, p.device_id = d.fingerprint, d.device_id  # the data's device and canary reference
     p.save(path)
     return p, metrics, d.latency_ms
-
-
-def _near_any(row, tol=0.10):
-    """True when the prediction is within ``tol`` of at least one measurement of the arch."""
-    return any(abs(m / row["predicted_latency_ms"] - 1.0) <= tol for m in row["measured_all_ms"])
 
 
 def mean_std(xs):
@@ -98,21 +108,20 @@ def mean_std(xs):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--limit", type=int, default=600, help="digits images used (train + val)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--samples", type=int, default=6, help="PARSEC's K / FP-NAS's initial K / random's K")
+    ap.add_argument("--test-fraction", type=float, default=0.25, help="held-out test share of digits")
     ap.add_argument("--budget-quantile", type=float, default=0.4,
-                    help="latency budget = this quantile of the shipped measured latencies")
+                    help="latency budget = this quantile of the measured latencies the predictor learnt")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--arch-lr", type=float, default=0.3, help="Adam learning rate of the distribution (all strategies)")
     ap.add_argument("--repeats", type=int, default=3, help="sessions per latency measurement (the dataset's R)")
     ap.add_argument("--measurements", type=int, default=3,
                     help="independent latency measurements of each final arch (their median is reported)")
-    ap.add_argument("--train-paths", type=int, default=0, help="sampled paths trained per step (0: all K, PARSEC)")
-    ap.add_argument("--runs", default="fpnas:hinge,parsec:hinge,random:hinge,fpnas:differentiable,parsec:differentiable")
+    ap.add_argument("--penalty", default="logcost")
     ap.add_argument("--out", default=str(RESULTS / "search"))
     args = ap.parse_args(argv)
 
@@ -120,131 +129,150 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     from hwnas.data import load_dataset
-    from hwnas.search import SearchConfig, run_search
+    from hwnas.search import SearchConfig, create_strategy, run_search
     from hwnas.space import get_space
 
     space = get_space("tiny")
     work = Path(tempfile.mkdtemp(prefix="hwnas_search_bench_"))
-    pred_path = work / "tiny_cpu_mlp.hwp"
+    pred_path = work / "tiny_here_mlp.hwp"
     t0 = time.perf_counter()
     predictor, pmetrics, lat = fit_predictor(space, pred_path)
     budget = float(np.quantile(lat, args.budget_quantile))
     print(f"predictor: {pmetrics}  budget {budget:.4f} ms ({time.perf_counter() - t0:.1f}s)", flush=True)
-    data = load_dataset("digits", 32, seed=0, limit=args.limit)
+    data = load_dataset("digits", 32, seed=0, limit=args.limit, test_fraction=args.test_fraction)
+    k0 = create_strategy("fpnas", space).num_samples()
 
     rows = []
     out_json = Path(args.out).with_suffix(".json")
     for seed in range(args.seeds):
-        for spec in args.runs.split(","):
-            strategy, penalty = spec.split(":")
+        plan = [("fpnas", "fpnas", None), ("parsec@K0", "parsec", k0), ("parsec@Kmean", "parsec", "mean"),
+                ("parsec@2", "parsec", 2), ("random@K0", "random", k0)]
+        k_mean = None
+        for label, strategy, k in plan:
+            if k == "mean":
+                k = max(1, int(round(k_mean)))
             t = time.perf_counter()
             cfg = SearchConfig(space="tiny", strategy=strategy, dataset="digits", epochs=args.epochs,
                                warmup_epochs=args.warmup, seed=seed, latency_budget_ms=budget,
-                               predictor=str(pred_path), penalty=penalty, samples_per_step=args.samples,
+                               predictor=str(pred_path), samples_per_step=k or k0,
+                               # random search holds no distribution for log C to act on: hinge-shaped rewards
+                               penalty="hinge" if strategy == "random" else args.penalty,
                                batch_size=args.batch, val_batch_size=args.batch, limit=args.limit,
-                               threads=args.threads, train_paths=args.train_paths, arch_lr=args.arch_lr,
-                               out=str(work / f"{strategy}_{penalty}_{seed}"))
+                               test_fraction=args.test_fraction, threads=args.threads, train_paths=0,
+                               weight_estimator="importance", arch_lr=args.arch_lr, reward="loss",
+                               out=str(work / f"{label}_{seed}"))
             res = run_search(cfg)
+            if label == "fpnas":
+                k_mean = res.archs_sampled / res.search_steps
             arch = space.parse(res.arch)
-            acc = train_standalone(space, arch, data, args.epochs, args.batch, seed)
-            # several independent measurements: their spread says how much of measured-vs-predicted is noise
+            val_acc, test_acc = train_standalone(space, arch, data, args.epochs, args.batch, seed)
             meas_all = [measured_ms(space, arch, args.repeats, predictor.fingerprint) for _ in range(args.measurements)]
             meas = statistics.median(meas_all)
-            row = dict(res.to_dict(), standalone_acc=acc, measured_ms=meas, measured_all_ms=meas_all,
-                       measured_spread=max(meas_all) / min(meas_all) - 1.0, budget_ms=budget,
+            row = dict(res.to_dict(), label=label, k=k, standalone_val_acc=val_acc, test_acc=test_acc,
+                       measured_ms=meas, measured_all_ms=meas_all, budget_ms=budget,
                        measured_vs_pred=meas / res.predicted_latency_ms - 1.0,
                        within_budget_pred=res.predicted_latency_ms <= budget,
                        within_budget_measured=meas <= budget, load_avg=os.getloadavg()[0])
             rows.append(row)
-            print(f"seed {seed} {strategy:6s} {penalty:14s} archs {res.archs_sampled:4d} wall {res.wall_time_s:6.1f}s "
-                  f"supernet {res.supernet_val_acc:.3f} standalone {acc:.3f} pred {res.predicted_latency_ms:.4f} "
+            print(f"seed {seed} {label:13s} archs {res.archs_sampled:4d} wall {res.wall_time_s:6.1f}s "
+                  f"supernet {res.supernet_val_acc:.3f} test {test_acc:.3f} pred {res.predicted_latency_ms:.4f} "
                   f"meas {meas:.4f} budget {budget:.4f}  ({time.perf_counter() - t:.0f}s) {res.arch}", flush=True)
-            out_json.write_text(json.dumps({"args": vars(args), "predictor_metrics": pmetrics, "budget_ms": budget,
-                                            "runs": rows}, indent=2, default=float))
-    write_md(Path(args.out).with_suffix(".md"), args, pmetrics, budget, rows, time.perf_counter() - t0)
+            out_json.write_text(json.dumps({"args": vars(args), "k0": k0, "predictor_metrics": pmetrics,
+                                            "budget_ms": budget, "runs": rows}, indent=2, default=float))
+    write_md(Path(args.out).with_suffix(".md"), args, k0, pmetrics, budget, rows, time.perf_counter() - t0)
 
 
-def write_md(path, args, pmetrics, budget, rows, total_s):
+def write_md(path, args, k0, pmetrics, budget, rows, total_s):
     groups = {}
     for r in rows:
-        groups.setdefault((r["strategy"], r["penalty"]), []).append(r)
+        groups.setdefault(r["label"], []).append(r)
+    m = lambda rs, key: statistics.mean(r[key] for r in rs)  # noqa: E731
+    sd = lambda rs, key: statistics.stdev(r[key] for r in rs) if len(rs) > 1 else 0.0  # noqa: E731
     lines = [
-        "# Search benchmark: FP-NAS vs PARSEC vs random (tiny, digits)",
+        "# Search benchmark: FP-NAS vs PARSEC as published, with controls (tiny, digits)",
         "",
-        f"Generated by `benchmarks/search_bench.py` ({len(rows)} runs, {total_s / 60:.1f} min in total) on a shared "
-        f"2-vCPU VM (CPU only, torch {args.threads} thread; load average while running "
-        f"{min(r['load_avg'] for r in rows):.1f}-{max(r['load_avg'] for r in rows):.1f}, of which this benchmark "
-        "is about 1; wall times are ratios taken side by side in one run).",
+        f"Generated by `benchmarks/search_bench.py` ({len(rows)} runs, {total_s / 60:.1f} min) on a shared 2-vCPU VM "
+        f"(CPU only, torch {args.threads} thread; load average {min(r['load_avg'] for r in rows):.1f}-"
+        f"{max(r['load_avg'] for r in rows):.1f}, about 1 of it this benchmark; wall times are ratios of runs "
+        "taken side by side, interleaved per seed).",
         "",
-        f"Settings: seeds 0..{args.seeds - 1}, {args.epochs} epochs ({args.warmup} warm-up), digits limited to "
-        f"{args.limit} images (80/20 split), batch {args.batch}, K = {args.samples} archs per step (PARSEC, random; "
-        f"FP-NAS's initial K), supernet trained on {'all K' if args.train_paths == 0 else args.train_paths} sampled "
-        f"path(s) per step, distribution Adam lr {args.arch_lr}, latency budget "
-        f"{budget:.4f} ms = the {args.budget_quantile:.0%} quantile of the shipped `data/latency/tiny_cpu.csv` "
-        "(measured on this machine). Predictor: MLP trained on that CSV; held-out (20%) metrics: "
-        + ", ".join(f"{k} {v:.3g}" for k, v in pmetrics.items()) + ".",
+        f"Settings, the same for every run: seeds 0..{args.seeds - 1}; {args.epochs} epochs ({args.warmup} warm-up); "
+        f"digits, {args.limit} images for train + val (80/20), plus a fixed held-out **test** split of "
+        f"{args.test_fraction:.0%} of digits that no reward or training step sees; batch {args.batch}; PARSEC's "
+        "importance-weighted estimator for the distribution and for the supernet weights (all K paths trained per "
+        f"step); uniform start (FP-NAS's factorized start equals PARSEC's joint one); Adam lr {args.arch_lr} on the "
+        f"logits; budget {budget:.4f} ms predicted latency (the {args.budget_quantile:.0%} quantile of the "
+        f"predictor's data) entering as FP-NAS's `beta log C` term (`--penalty {args.penalty}`). FP-NAS: "
+        f"K_t = max(1, round(H_t / 4)), so K0 = {k0} on tiny; switch to the joint distribution after half the "
+        "search epochs. **Caps the settings put on the saving:** FP-NAS's K cannot fall below 1, so against "
+        f"PARSEC at K0 = {k0} it samples at most {1 - 1 / k0:.0%} fewer archs.",
         "",
-        "Stand-alone accuracy: the final arch trained from scratch with the same data, epochs and batch "
-        "(SGD 0.05, Nesterov). Measured latency: `hwnas.profiling.protocol.measure_model` (ORT CPU EP, 1 thread, "
-        f"batch 1, 10 warm-up + 50 timed runs paired with the data's canary; {args.repeats} sessions 0.5 s apart, "
-        "median ratio x the data's reference: the dataset's protocol) of `arch_to_onnx(tiny, arch)`.",
+        "Predictor: MLP trained on 250 archs measured on this machine (`data/latency/adapt/tiny_here.csv`); "
+        "held-out (20%): " + ", ".join(f"{k} {v:.3g}" for k, v in pmetrics.items()) + ". Measured latency: "
+        f"the dataset's canary protocol, {args.repeats} sessions, median of {args.measurements} measurements.",
         "",
-        "## Per strategy (mean ± std over seeds)",
+        "## Per run type (mean ± std over seeds)",
         "",
-        "| strategy | penalty | archs sampled | wall time (s) | supernet val acc | stand-alone acc | "
-        "predicted ms | measured ms | within budget (pred) | measured within ±10% of pred |",
+        "| run | K | archs sampled | wall time (s) | supernet val acc | stand-alone **test** acc | predicted ms | "
+        "measured ms | within budget (pred) | measured within ±10% of pred |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (s, p), rs in groups.items():
+    for label, rs in groups.items():
+        ks = sorted({r["k"] for r in rs if r["k"] is not None})
+        kdesc = "adaptive" if label == "fpnas" else ",".join(str(k) for k in ks)
         lines.append(
-            f"| {s} | {p} | {mean_std([r['archs_sampled'] for r in rs])} | {mean_std([r['wall_time_s'] for r in rs])} | "
-            f"{mean_std([r['supernet_val_acc'] for r in rs])} | {mean_std([r['standalone_acc'] for r in rs])} | "
-            f"{mean_std([r['predicted_latency_ms'] for r in rs])} | {mean_std([r['measured_ms'] for r in rs])} | "
-            f"{sum(r['within_budget_pred'] for r in rs)}/{len(rs)} | "
+            f"| {label} | {kdesc} | {mean_std([r['archs_sampled'] for r in rs])} | "
+            f"{mean_std([r['wall_time_s'] for r in rs])} | {mean_std([r['supernet_val_acc'] for r in rs])} | "
+            f"{mean_std([r['test_acc'] for r in rs])} | {mean_std([r['predicted_latency_ms'] for r in rs])} | "
+            f"{mean_std([r['measured_ms'] for r in rs])} | {sum(r['within_budget_pred'] for r in rs)}/{len(rs)} | "
             f"{sum(abs(r['measured_vs_pred']) <= 0.10 for r in rs)}/{len(rs)} |")
-    fp, pa = groups.get(("fpnas", "hinge")), groups.get(("parsec", "hinge"))
-    lines += ["", "## FP-NAS vs PARSEC (hinge penalty)", ""]
-    if fp and pa:
-        red = 1 - statistics.mean(r["archs_sampled"] for r in fp) / statistics.mean(r["archs_sampled"] for r in pa)
-        speed = statistics.mean(r["wall_time_s"] for r in pa) / statistics.mean(r["wall_time_s"] for r in fp)
-        dacc = statistics.mean(r["standalone_acc"] for r in fp) - statistics.mean(r["standalone_acc"] for r in pa)
+    fp, pk0, pkm = groups.get("fpnas"), groups.get("parsec@K0"), groups.get("parsec@Kmean")
+    lines += ["", "## Goals", ""]
+    if fp and pk0:
+        red = 1 - m(fp, "archs_sampled") / m(pk0, "archs_sampled")
+        speed = m(pk0, "wall_time_s") / m(fp, "wall_time_s")
+        dacc = m(fp, "test_acc") - m(pk0, "test_acc")
+        tol = max(sd(fp, "test_acc"), sd(pk0, "test_acc"))
         lines += [
-            f"- archs sampled: FP-NAS {red:.0%} fewer than PARSEC (goal >= 50%; paper 64%): "
-            f"**{'met' if red >= 0.5 else 'not met'}**",
-            f"- search wall time: FP-NAS {speed:.2f}x faster (goal >= 1.5x; paper 2.1x): "
+            f"- archs sampled: FP-NAS {red:.0%} fewer than PARSEC at K0 (goal >= 50%; paper 64%; cap "
+            f"{1 - 1 / k0:.0%}): **{'met' if red >= 0.5 else 'not met'}**",
+            f"- search wall time: FP-NAS {speed:.2f}x faster than PARSEC at K0 (goal >= 1.5x; paper 2.1x): "
             f"**{'met' if speed >= 1.5 else 'not met'}**",
-            f"- stand-alone accuracy difference FP-NAS - PARSEC: {dacc:+.3f} (goal: equal within noise)",
+            f"- test accuracy FP-NAS - PARSEC@K0: {dacc:+.3f} (one std: {tol:.3f}): "
+            f"**{'within one std' if abs(dacc) <= tol else 'outside one std'}**",
         ]
+    if fp and pkm:
+        d = m(fp, "test_acc") - m(pkm, "test_acc")
+        tol = max(sd(fp, "test_acc"), sd(pkm, "test_acc"))
+        verdict = ("beats" if d > tol else "is beaten by" if d < -tol else "ties with (difference within one std)")
+        lines.append(f"- at FP-NAS's mean K (PARSEC@Kmean, K = {pkm[0]['k']}: {mean_std([r['archs_sampled'] for r in pkm])} "
+                     f"archs against FP-NAS's {mean_std([r['archs_sampled'] for r in fp])}), test accuracy FP-NAS - "
+                     f"PARSEC: {d:+.3f} (one std: {tol:.3f}): **FP-NAS {verdict} PARSEC at about equal sample count**")
+    rnd = groups.get("random@K0")
+    if fp and rnd:
+        d = m(fp, "test_acc") - m(rnd, "test_acc")
+        tol = max(sd(fp, "test_acc"), sd(rnd, "test_acc"))
+        lines.append(f"- random search (K0, {mean_std([r['archs_sampled'] for r in rnd])} archs): test accuracy FP-NAS - "
+                     f"random {d:+.3f} (one std {tol:.3f}); when random search ties, this task does not separate "
+                     "searches by accuracy, only by cost")
     allpred = all(r["within_budget_pred"] for r in rows)
-    allmeas = all(abs(r["measured_vs_pred"]) <= 0.10 for r in rows)
+    near = sum(abs(r["measured_vs_pred"]) <= 0.10 for r in rows)
     lines += [
         f"- every run within budget by predicted latency: **{'yes' if allpred else 'no'}**",
-        f"- every run's measured latency within ±10% of its prediction: **{'yes' if allmeas else 'no'}** "
-        f"(measured/predicted - 1 ranges {min(r['measured_vs_pred'] for r in rows):+.1%} .. "
-        f"{max(r['measured_vs_pred'] for r in rows):+.1%}; measured <= budget in "
-        f"{sum(r['within_budget_measured'] for r in rows)}/{len(rows)} runs)",
-        f"- how much of that is measurement noise: {len(rows[0]['measured_all_ms'])} independent measurements of "
-        f"each final arch differ by max/min - 1 = {statistics.median(r['measured_spread'] for r in rows):.0%} "
-        f"(median over runs; up to {max(r['measured_spread'] for r in rows):.0%}); the prediction lies within ±10% "
-        f"of at least one of them in {sum(_near_any(r) for r in rows)}/{len(rows)} runs",
+        f"- measured latency within ±10% of predicted: {near}/{len(rows)} final archs (goal >= 90%: "
+        f"**{'met' if near >= 0.9 * len(rows) else 'not met'}**; measured/predicted - 1 ranges "
+        f"{min(r['measured_vs_pred'] for r in rows):+.1%} .. {max(r['measured_vs_pred'] for r in rows):+.1%})",
         "",
-        "## Differentiable vs reward-shaped penalty (same budget)",
+        "## Every run",
         "",
-        "| strategy | penalty | mean budget margin (pred) | stand-alone acc |",
-        "|---|---|---|---|",
+        "| seed | run | arch | archs | wall s | switched at | supernet acc | test acc | pred ms | meas ms | how |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (s, p), rs in groups.items():
-        lines.append(f"| {s} | {p} | {mean_std([r['budget_margin'] for r in rs])} | "
-                     f"{mean_std([r['standalone_acc'] for r in rs])} |")
-    lines += ["", "## Every run", "",
-              "| seed | strategy | penalty | arch | archs | wall s | supernet acc | stand-alone acc | pred ms | meas ms "
-              "(median; all) | how |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['seed']} | {r['strategy']} | {r['penalty']} | `{r['arch']}` | {r['archs_sampled']} | "
-                     f"{r['wall_time_s']:.1f} | {r['supernet_val_acc']:.3f} | {r['standalone_acc']:.3f} | "
-                     f"{r['predicted_latency_ms']:.4f} | {r['measured_ms']:.4f} "
-                     f"({', '.join(f'{m:.4f}' for m in r['measured_all_ms'])}) | {r['final_choice']} |")
+        lines.append(f"| {r['seed']} | {r['label']} | `{r['arch']}` | {r['archs_sampled']} | {r['wall_time_s']:.1f} | "
+                     f"{r['switched_at'] if r['switched_at'] is not None else '-'} | {r['supernet_val_acc']:.3f} | "
+                     f"{r['test_acc']:.3f} | {r['predicted_latency_ms']:.4f} | {r['measured_ms']:.4f} | "
+                     f"{r['final_choice']} |")
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
 

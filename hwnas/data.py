@@ -62,11 +62,14 @@ class DatasetSplits:
 
 
 def load_dataset(spec: str, resolution: int, seed: int = 0, val_fraction: float = 0.2,
-                 limit: int | None = None) -> DatasetSplits:
+                 limit: int | None = None, test_fraction: float = 0.0) -> DatasetSplits:
     """Load ``spec`` at ``resolution`` x ``resolution`` with a seeded stratified split.
 
     ``limit`` caps the number of images used (train + val), drawn class-balanced, so a
-    quick run or a test can use a subset.
+    quick run or a test can use a subset.  ``test_fraction`` > 0 holds out that share of a
+    dataset without an official test split (digits, image folders) as ``test``: stratified,
+    drawn *before* ``limit`` and with a fixed seed, so every run and every search seed is
+    scored on the same images, which no reward and no training step ever sees.
     """
     if not isinstance(resolution, (int, np.integer)) or isinstance(resolution, bool) or resolution < 1:
         raise DataError(f"resolution must be a positive integer, got {resolution!r}")
@@ -84,10 +87,16 @@ def load_dataset(spec: str, resolution: int, seed: int = 0, val_fraction: float 
         images, labels, classes, test = _imagefolder(Path(arg).expanduser(), int(resolution))
     else:
         raise DataError(f"unknown dataset {spec!r}; {DATASET_HELP}")
-    rng = np.random.default_rng(seed)
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise DataError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
     idx = np.arange(len(labels))
+    if test is None and test_fraction > 0:
+        keep, held = stratified_split(labels, float(test_fraction), np.random.default_rng(_TEST_SEED))
+        test = (images[held], labels[held])
+        idx = np.sort(keep)
+    rng = np.random.default_rng(seed)
     if limit is not None and limit < len(idx):
-        idx = _balanced_subset(labels, int(limit), rng)
+        idx = idx[_balanced_subset(labels[idx], int(limit), rng)]
     tr, va = stratified_split(labels[idx], float(val_fraction), rng)
     tr, va = idx[tr], idx[va]
     channels = images.shape[1]
@@ -118,6 +127,9 @@ def load_dataset(spec: str, resolution: int, seed: int = 0, val_fraction: float 
              resolution, resolution, len(classes))
     return DatasetSplits(train, val, len(classes), name, 3, int(resolution), tuple(classes), test_ds,
                          tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+
+_TEST_SEED = 20210611  # a fixed seed: one held-out test split for every run and every search seed
 
 
 def make_loader(dataset: TensorDataset, batch_size: int = 64, shuffle: bool = True, seed: int = 0,

@@ -90,6 +90,10 @@ class ExportConfig:
     dynamic_batch: bool = False
     opset: int = 17
     latency_budget_ms: float | None = None  # None: the run's budget
+    # ship another pick of the run: its pick for this budget (``per_budget`` of result.json,
+    # else the best Pareto candidate meeting it), or the ``pareto_index``-th arch of its front
+    budget: float | None = None
+    pareto_index: int | None = None
     predictor: str | Path | None = None  # predictor file, used when the run has no prediction
     parity_atol: float = 1e-4
     parity_rtol: float = 1e-3
@@ -152,6 +156,7 @@ class _Target:
     limit: int | None
     run: dict | None
     run_dir: Path | None
+    test_fraction: float = 0.0  # the run's held-out test share: kept out of training here too
 
 
 def read_run(run_dir: str | Path) -> dict:
@@ -184,6 +189,8 @@ def _resolve(cfg: ExportConfig) -> _Target:
     if cfg.run_dir is None and cfg.arch is None:
         raise ExportError("nothing to export: give a run folder (--run runs/NAME) or --space S --arch STRING")
     run = read_run(cfg.run_dir) if cfg.run_dir is not None else None
+    if cfg.budget is not None or cfg.pareto_index is not None:
+        run = _other_pick(run, cfg)
     space_name = run["space"] if run else (cfg.space or "tiny")
     if run and cfg.space is not None and cfg.space != run["space"]:
         raise ExportError(f"--space {cfg.space!r} contradicts the run's space {run['space']!r}; leave --space out")
@@ -201,11 +208,51 @@ def _resolve(cfg: ExportConfig) -> _Target:
     # the search's split (its seed and limit, from config.json) so that supernet weights are
     # never validated on images the supernet trained on
     data_seed = cfg.data_seed if cfg.data_seed is not None else int((run or {}).get("seed") or 0)
-    limit = cfg.limit
-    if limit is None and run is not None and dataset == run.get("dataset"):
-        limit = _run_config(Path(cfg.run_dir)).get("limit")
+    limit, test_fraction = cfg.limit, 0.0
+    if run is not None and dataset == run.get("dataset"):
+        run_cfg = _run_config(Path(cfg.run_dir))
+        limit = run_cfg.get("limit") if limit is None else limit
+        test_fraction = float(run_cfg.get("test_fraction") or 0.0)
     return _Target(space, arch, resolution, dataset, data_seed, limit, run,
-                   Path(cfg.run_dir) if cfg.run_dir is not None else None)
+                   Path(cfg.run_dir) if cfg.run_dir is not None else None, test_fraction)
+
+
+def _other_pick(run: dict | None, cfg: ExportConfig) -> dict:
+    """The run's result with its arch (and budget, predicted cost) replaced by another pick."""
+    from hwnas.search.pareto import read_pareto
+
+    if run is None:
+        raise ExportError("--budget / --pareto-index choose among a search run's picks: give --run")
+    if cfg.budget is not None and cfg.pareto_index is not None:
+        raise ExportError("give --budget or --pareto-index, not both")
+    par = read_pareto(cfg.run_dir)
+    front, kind = par["front"], par["cost_kind"]
+    if cfg.pareto_index is not None:
+        if not 0 <= cfg.pareto_index < len(front):
+            raise ExportError(f"--pareto-index {cfg.pareto_index} is out of range: the front has {len(front)} archs "
+                              f"(0 = cheapest .. {len(front) - 1} = most accurate)")
+        p = front[cfg.pareto_index]
+        chosen = {"arch": p["arch"], "cost": p["cost"], "budget": None}
+    else:
+        b = float(cfg.budget)
+        listed = [x for x in par.get("budgets") or [] if x.get("arch") and abs(x["budget"] - b) <= 1e-9 * max(1.0, b)]
+        ok = [p for p in front if p["cost"] <= b]
+        if listed:
+            chosen = {"arch": listed[0]["arch"], "cost": listed[0]["cost"], "budget": b}
+        elif ok:
+            best = max(ok, key=lambda p: p["acc"])
+            chosen = {"arch": best["arch"], "cost": best["cost"], "budget": b}
+        else:
+            cheapest = front[0]["cost"] if front else float("nan")
+            raise ExportError(f"no arch of the run's Pareto front meets {b:g} ({kind}); its cheapest costs {cheapest:g}")
+    run = dict(run, arch=chosen["arch"])
+    if kind == "latency":
+        run["predicted_latency_ms"] = chosen["cost"]
+        if chosen["budget"] is not None:
+            run["latency_budget_ms"] = chosen["budget"]
+    elif chosen["budget"] is not None:
+        run["flops_budget"] = chosen["budget"]
+    return run
 
 
 def _run_config(run_dir: Path) -> dict:
@@ -276,7 +323,7 @@ def export_arch(config: ExportConfig, *, progress: ExportProgressFn | None = Non
     emit(ExportProgress("resolve", f"{target.space.name}: {target.arch} at {target.resolution}px"))
 
     splits = load_dataset(target.dataset, target.resolution, seed=target.data_seed,
-                          val_fraction=config.val_fraction, limit=target.limit)
+                          val_fraction=config.val_fraction, limit=target.limit, test_fraction=target.test_fraction)
     emit(ExportProgress("data", f"{splits.name}: {len(splits.train)} train / {len(splits.val)} val images, "
                                 f"{splits.num_classes} classes"))
     if len(splits.val) == 0:

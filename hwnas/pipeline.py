@@ -295,7 +295,7 @@ def _adapt(config: PipelineConfig, out: Path, on_row):
     latencies describe another machine (``hwnas.predictors._adapt``).  The base is kept as
     RUN/base_predictor.hwp; RUN/predictor.hwp becomes the adapted one, with this machine's
     fingerprint, which is what the search and the export's final check then use."""
-    from hwnas.predictors import adapt_predictor, load_predictor, load_store_data
+    from hwnas.predictors import adapt_predictor, load_predictor
     from hwnas.space import get_space
 
     space = get_space(config.space)

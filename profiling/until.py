@@ -11,9 +11,10 @@ power law of the training-set size towards a floor, ``e(n) = a * n**-b + c`` (th
 learning-curve extrapolation, e.g. Domhan et al. 2015, and of power-law learning curves,
 Hestness et al. 2017; only the idea is borrowed, the fit here is our own small one).  The
 asymptote ``c`` is the error no amount of data removes: measurement noise, and what the
-model cannot represent.  After three rounds the curve is fitted and solved for the ``n``
-where it meets the target error; when that floor is at or above the target (or the ``n`` is
-far beyond ``max_archs``), measuring more cannot help and the loop stops and says so.
+model cannot represent.  From three rounds on the curve is fitted and solved for the ``n``
+where it meets the target error, and printed; from five rounds on (``MIN_ROUNDS_TO_GIVE_UP``),
+when that floor is at or above the target (or the ``n`` is far beyond ``max_archs``),
+measuring more cannot help and the loop stops and says so.
 
 A measurement-noise ceiling is *not* computed: the store holds one row per (device, arch,
 settings), and the session medians kept in a row are ingredients of its value (their
@@ -47,8 +48,16 @@ METRICS = {"within10": ("within_10", True), "within5": ("within_5", True), "tau"
 FOLDS = 5
 MIN_ARCHS = 2 * FOLDS  # fewer stored archs are not judged (each fold's test set would be 1 arch)
 MIN_ROUNDS_FOR_FORECAST = 3
+#: judged rounds before the forecast may stop a run as out of reach: with three points a
+#: steep curve with a high floor fits as well as a slow one with a low floor (on tiny, xgb's
+#: 0.58, 0.74, 0.77 within +-10% at 50-150 archs fitted b = 2 and a floor of 0.79, where 800
+#: archs reach 0.945), so the printed forecast starts at three rounds, giving up at five
+MIN_ROUNDS_TO_GIVE_UP = 5
 REACH_MARGIN = 4.0  # out of reach: the forecast needs more than this many times max_archs
-B_GRID = np.linspace(0.1, 2.0, 191)  # exponents tried by the fit (see fit_learning_curve)
+#: exponents tried by the fit: learning curves of supervised learners fall as n^-b with b well
+#: below 1 (Hestness et al. 2017 report 0.07-0.35 for generalisation error); steeper fits
+#: from a few noisy rounds are what made the floor look high
+B_GRID = np.linspace(0.1, 1.0, 91)
 
 
 @dataclass(frozen=True)
@@ -298,7 +307,8 @@ def run_until(store, cfg, target: UntilTarget, *, model: str = "xgb", max_archs:
             out.stopped = "reached"
             break
         need = out.needed
-        if need is not None and need > REACH_MARGIN * max_archs:
+        judged_rounds = sum(1 for x in out.rounds if x.value is not None)
+        if need is not None and need > REACH_MARGIN * max_archs and judged_rounds >= MIN_ROUNDS_TO_GIVE_UP:
             out.stopped = "out_of_reach"
             break
         if out.measured_total >= cap:

@@ -10,6 +10,17 @@ from hwnas.profiling.providers import EPS
 
 
 
+def _pick_budget(run_dir, text):
+    """--budget in the unit of the run's Pareto front: ms for latency, multiply-adds for FLOPs."""
+    from hwnas.search import parse_flops, parse_latency_ms
+    from hwnas.search.pareto import read_pareto
+
+    if run_dir is None:
+        raise click.UsageError("--budget chooses among a search run's picks: give --run")
+    kind = read_pareto(run_dir)["cost_kind"]
+    return parse_latency_ms(text) if kind == "latency" else float(parse_flops(text))
+
+
 @click.command("export")
 @click.option("--run", "run_dir", type=click.Path(), help="A 'hwnas search --out' folder (reads result.json).")
 @click.option("--space", help="Search space of --arch (default: tiny).")
@@ -33,12 +44,17 @@ from hwnas.profiling.providers import EPS
 @click.option("--train-threads", type=int,
               help="torch threads for training (1 is fastest for small nets on busy CPUs).")
 @click.option("--latency-budget", help="Budget to compare with (e.g. 2ms; default: the run's).")
+@click.option("--budget", "pick_budget", default=None,
+              help="Ship the run's pick for this budget (e.g. 0.15ms, or 4M FLOPs): from 'hwnas search "
+                   "--latency-budgets', else the most accurate Pareto-front arch meeting it (pareto.json).")
+@click.option("--pareto-index", type=int, default=None,
+              help="Ship the K-th arch of the run's Pareto front (0: the cheapest).")
 @click.option("--predictor", type=click.Path(), help="Predictor file for the predicted latency (default: the run's).")
 @click.option("--out", required=True, type=click.Path(), help="Output .onnx file (model card written beside as .json).")
 @json_option
 def export(run_dir, space, arch, dataset, limit, epochs, from_supernet, optimizer, lr, batch_size, ep,
-           allow_fallback, threads, runs, dynamic_batch, opset, seed, train_threads, latency_budget, predictor, out,
-           as_json):
+           allow_fallback, threads, runs, dynamic_batch, opset, seed, train_threads, latency_budget, pick_budget,
+           pareto_index, predictor, out, as_json):
     """Train the chosen architecture, export ONNX and verify it.
 
     \b
@@ -54,13 +70,14 @@ def export(run_dir, space, arch, dataset, limit, epochs, from_supernet, optimize
     from hwnas.export import ExportConfig, export_arch
     from hwnas.search import parse_latency_ms
 
+    budget_value = _pick_budget(run_dir, pick_budget) if pick_budget is not None else None
     cfg = ExportConfig(
         out=out, run_dir=run_dir, space=space, arch=arch, dataset=dataset, limit=limit, epochs=epochs,
         optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, train_threads=train_threads,
         from_supernet=from_supernet, ep=ep,
         allow_fallback=allow_fallback, threads=threads, latency_runs=runs, dynamic_batch=dynamic_batch,
         opset=opset, latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
-        predictor=predictor,
+        predictor=predictor, budget=budget_value, pareto_index=pareto_index,
     )
     with ExportBar() as bar:
         result = export_arch(cfg, progress=bar)

@@ -13,12 +13,21 @@ from hwnas.cli._progress import SearchBar
 
 @click.command("search")
 @click.option("--space", default="tiny", show_default=True, help="Search space name or YAML file.")
-@click.option("--strategy", default="fpnas", show_default=True, help="fpnas | parsec | random.")
+@click.option("--strategy", default="fpnas", show_default=True,
+              help="fpnas | parsec | random | ddpnas | mdenas | evolution.")
 @click.option("--latency-budget", "latency_budget", help="Predicted-latency budget: '2ms', '2.5' (ms), '500us'. Needs --predictor.")
 @click.option("--flops-budget", "flops_budget", help="FLOPs (multiply-adds) budget: '300M', '1.5G', '20K'.")
-@click.option("--penalty", type=click.Choice(["hinge", "mnas", "differentiable"]), default="hinge", show_default=True,
-              help="hinge: FP-NAS hinge-linear reward penalty; mnas: acc*(c/T)^w; "
-                   "differentiable: expected cost of the distribution added to its loss.")
+@click.option("--latency-budgets", "latency_budgets", default=None, metavar="B1,B2,...",
+              help="Several latency budgets, e.g. 0.1,0.15,0.2ms: one supernet, steered by the tightest, and one "
+                   "pick per budget from its Pareto front (result.json 'per_budget'; export one with "
+                   "'hwnas export --run R --budget B').")
+@click.option("--budget-quantile", type=float, default=None,
+              help="Tail-latency budget: the arch's QUANTILE (e.g. 0.9) of predicted latency, from the "
+                   "predictor's uncertainty, must meet the budget.")
+@click.option("--penalty", type=click.Choice(["hinge", "mnas", "differentiable", "logcost"]), default="hinge",
+              show_default=True,
+              help="hinge: reward - beta*max(0, c/T - 1); mnas: acc*(c/T)^w; differentiable: expected cost of "
+                   "the distribution added to its loss; logcost: FP-NAS's beta*log C(alpha) term.")
 @click.option("--penalty-weight", type=float, default=2.0, show_default=True,
               help="beta of the hinge penalty / mu of the differentiable penalty.")
 @click.option("--predictor", type=click.Path(dir_okay=False), help="Latency predictor file (.hwp) from `hwnas predictor`.")
@@ -33,20 +42,29 @@ from hwnas.cli._progress import SearchBar
               help="Sampled paths trained per supernet step (0: all K, as PARSEC).")
 @click.option("--arch-lr", type=float, default=0.3, show_default=True,
               help="Adam learning rate of the architecture distribution: higher converges in fewer steps.")
-@click.option("--switch-fraction", type=float, default=0.5, show_default=True,
-              help="fpnas: switch from the factorized to the joint distribution after this share of the "
-                   "search steps (or earlier, once the entropy has halved).")
+@click.option("--switch-epoch", type=int, default=None,
+              help="fpnas: search epochs in the factorized phase before the switch to the joint distribution "
+                   "[default: half of the search epochs].")
+@click.option("--estimator", type=click.Choice(["importance", "reinforce"]), default="importance", show_default=True,
+              help="parsec/fpnas: PARSEC's self-normalised likelihood weights, or REINFORCE with a moving baseline.")
+@click.option("--weight-estimator", type=click.Choice(["mean", "importance"]), default="mean", show_default=True,
+              help="Supernet gradient over the trained paths: plain mean, or PARSEC's likelihood weights "
+                   "(needs --train-paths 0).")
+@click.option("--lam", type=float, default=None,
+              help="fpnas: K = max(1, round(lam * entropy)) [default: 0.25, the paper's].")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--reward", type=click.Choice(["loss", "acc"]), default="loss", show_default=True,
-              help="Reward of a sampled arch on a validation batch: -loss or accuracy.")
+@click.option("--reward", type=click.Choice(["loss", "acc"]), default=None,
+              help="Reward of a sampled arch on a validation batch: -loss or accuracy [default: acc for ddpnas "
+                   "and mdenas, whose rules assume it, else loss].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch CPU threads (0: torch's default; small per-path convs run best on one).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory, e.g. runs/NAME.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @json_option
-def search(space, strategy, latency_budget, flops_budget, penalty, penalty_weight, predictor, force, dataset, limit,
-           epochs, warmup_epochs, samples_per_step, train_paths, arch_lr, switch_fraction, batch_size, reward, seed, threads, out, resume, as_json):
+def search(space, strategy, latency_budget, flops_budget, latency_budgets, budget_quantile, penalty, penalty_weight, predictor, force, dataset, limit,
+           epochs, warmup_epochs, samples_per_step, train_paths, arch_lr, switch_epoch, estimator, weight_estimator, lam,
+           batch_size, reward, seed, threads, out, resume, as_json):
     """Search the most accurate architecture within a latency or FLOPs budget.
 
     \b
@@ -57,12 +75,29 @@ def search(space, strategy, latency_budget, flops_budget, penalty, penalty_weigh
     """
     from hwnas.search import SearchConfig, parse_flops, parse_latency_ms, run_search
 
+    budgets = ()
+    if latency_budgets is not None:
+        if latency_budget is not None:
+            raise click.UsageError("give --latency-budget or --latency-budgets, not both")
+        budgets = tuple(sorted(parse_latency_ms(b) for b in latency_budgets.split(",") if b.strip()))
+        if not budgets:
+            raise click.UsageError("--latency-budgets needs at least one budget, e.g. 0.1,0.2ms")
+        latency_budget = f"{budgets[0]}ms"
+    sparams = {}
+    if strategy in ("parsec", "fpnas"):
+        sparams["estimator"] = estimator
+    if lam is not None:
+        if strategy != "fpnas":
+            raise click.UsageError("--lam only applies to --strategy fpnas")
+        sparams["lam"] = lam
     config = SearchConfig(
         space=space, strategy=strategy, dataset=dataset, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed,
         out=out, latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
         flops_budget=None if flops_budget is None else parse_flops(flops_budget), penalty=penalty,
+        budgets=budgets, budget_quantile=budget_quantile,
         penalty_weight=penalty_weight, predictor=predictor, force=force, reward=reward,
-        samples_per_step=samples_per_step, train_paths=train_paths, arch_lr=arch_lr, switch_fraction=switch_fraction,
+        samples_per_step=samples_per_step, train_paths=train_paths, arch_lr=arch_lr, switch_epoch=switch_epoch,
+        weight_estimator=weight_estimator, strategy_params=sparams,
         batch_size=batch_size, limit=limit, threads=threads, resume=resume,
     )
     if as_json:
@@ -93,6 +128,14 @@ def _summary(r) -> None:
         t.add_row("inside budget by", f"{100 * r.budget_margin:.1f}%")
     t.add_row("supernet val acc", f"{r.supernet_val_acc:.4f}")
     t.add_row("archs sampled", str(r.archs_sampled))
+    for b in r.per_budget or []:
+        if b["how"].startswith("search"):
+            continue
+        what = b["arch"] if b["arch"] else "no candidate meets it"
+        cost = "" if b["cost"] is None else f" ({b['cost']:.4g}, supernet acc {b['acc']:.3f})"
+        t.add_row(f"pick for {b['budget']:.4g}", f"{what}{cost}")
+    if r.pareto_front:
+        t.add_row("Pareto front", f"{r.pareto_front} archs (pareto.json, pareto.png)")
     t.add_row("wall time", f"{r.wall_time_s:.1f} s")
     t.add_row("run dir", str(r.out))
     console().print(t)

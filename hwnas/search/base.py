@@ -31,6 +31,9 @@ class Strategy(abc.ABC):
     name: str = "base"
     #: whether the strategy holds a distribution (``probs``/``entropy`` work)
     is_distribution: bool = False
+    #: whether its distribution learns by gradient, so a penalty on it (``differentiable``,
+    #: ``logcost``) can act: PARSEC and FP-NAS, not the rule-based tables (DDPNAS, MdeNAS)
+    differentiable: bool = False
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8):
         if int(samples_per_step) < 1:

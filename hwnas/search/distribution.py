@@ -11,9 +11,18 @@ Why two parameterisations (FP-NAS, Yan et al. CVPR 2021, Sec. 3.3 "coarse-to-fin
   (``tests/search`` checks it numerically).  It has ``sum_d |V_d|`` parameters per decision
   instead of ``prod_d |V_d|``: an order of magnitude fewer on FBNetV2-like spaces.
 
+The factorized start is uniform over the *choices*, like the joint one (``uniform_start``):
+a dimension's logits start at ``log(#choices having that value)``.  Why: the dimensions are
+conditional (a ``skip`` choice has no kernel), so zero logits would give ``P(skip) = 1/2`` on
+a skippable layer where the joint start gives ``1/|choices|``, and FP-NAS would start from
+cheaper archs than PARSEC (``../shared/research/fpnas_fidelity.md``, deviation 4).  For a
+choice set that is the full conditional product of its dimensions (every built-in space)
+this is exactly uniform; ``tests/search`` checks it.
+
 Switching factorized -> joint initialises ``theta_i = log P_i(c)`` from the factors, so
-the distribution is unchanged at the switch (FP-NAS: "the joint distribution is
-initialised from the learnt factorized distribution").
+the distribution is unchanged at the switch (FP-NAS Sec. 3.3 converts the learnt
+factorized distribution into the joint one; the exact formula is not in the sources we
+could read, and this is the reading that changes nothing at the switch).
 
 Both share ``probs()`` (a list of differentiable tensors, one probability vector per
 decision, the format ``expected_latency_torch`` takes), entropy, sampling and an exact
@@ -32,7 +41,7 @@ from hwnas.space import Arch, SearchSpace
 class CategoricalDistribution:
     """Independent categoricals, one per decision; ``factorized`` selects the parameterisation."""
 
-    def __init__(self, space: SearchSpace, factorized: bool = False):
+    def __init__(self, space: SearchSpace, factorized: bool = False, uniform_start: bool = True):
         self.space = space
         self.factorized = bool(factorized)
         if self.factorized:
@@ -49,8 +58,12 @@ class CategoricalDistribution:
                         k = names.index(dim)
                         idx[j, k] = values[dim].index(v)
                 slices = []
-                for name in names:
-                    p = torch.nn.Parameter(torch.zeros(len(values[name]), dtype=torch.float64))
+                for k, name in enumerate(names):
+                    start = torch.zeros(len(values[name]), dtype=torch.float64)
+                    if uniform_start:  # log(#choices with each value): uniform over the choices
+                        counts = torch.bincount(idx[:, k][idx[:, k] >= 0], minlength=len(values[name]))
+                        start = torch.log(counts.to(torch.float64).clamp(min=1.0))
+                    p = torch.nn.Parameter(start)
                     slices.append((len(self.params), len(values[name])))
                     self.params.append(p)
                 self._dim_names.append(names)

@@ -1,42 +1,39 @@
 """FP-NAS: Fast Probabilistic NAS (Yan, Dai, Zhang, Tian, Wu & Feiszli, CVPR 2021).
 
-FP-NAS keeps PARSEC's estimator (see ``parsec.py``) and changes two things.
+FP-NAS is PARSEC (``parsec.py``: the same importance-weighted estimator, by default) with
+two changes.  What follows is checked against the sources of
+``../shared/research/fpnas_fidelity.md`` (the paper's full text was not available; its
+equations come from a re-typed reading note, S2 there), item by item:
 
-1. **Entropy-adaptive sampling** (FP-NAS Sec. 3.2).  Instead of a fixed ``K``, the number
-   of architectures drawn at step ``t`` is proportional to the entropy of the current
-   distribution, ``K_t = lambda * H(P_theta_t)``: many samples while the distribution is
-   flat (exploration), few once it is peaked.  We round up and clip,
+1. **Entropy-adaptive sampling** (Sec. 3.2, S2: ``K = lambda * H(P(A | alpha))``; Sec. 5.2.1:
+   ``lambda = 1/4`` gives 14 samples at the start on FBNetV2-F).  We use
 
-       K_t = clip(ceil(lambda * H_t), k_min, k_max),   H_t = sum_i H(P_i)  (nats),
+       K_t = max(k_min, round(lambda * H_t)),   H_t = sum_i H(P_i) in nats,
 
-   and, when ``lam`` is not given, choose ``lambda = K_0 / H_0`` with ``K_0 =
-   samples_per_step`` and ``H_0`` the entropy of the starting distribution (uniform
-   factors; note that the factorized start is not uniform over choices: a skippable
-   layer starts with ``P(skip) = 1/2``).
-   Why: the paper tunes ``lambda`` per space; tying it to ``H_0`` makes the first step
-   draw exactly PARSEC's ``K`` on any space, so the two are compared at equal start.
-   ``k_min`` (default 2) keeps a reward comparison possible within a step.
-   The saving is therefore set by how fast the entropy falls: by the number of steps and
-   the distribution's learning rate (``arch_lr``).  On ``tiny``/digits, 135 steps, FP-NAS
-   drew 44% fewer archs than PARSEC with Adam lr 0.1 and about 60% fewer with 0.3 (the
-   default), at equal stand-alone accuracy (``benchmarks/results/search*.md``).
+   with one constant ``lambda`` (default 1/4) for every space, so ``K`` adapts to the space
+   size (Sec. 5.2.2).  *Not in the sources:* the rounding (we round half to even, Python's
+   ``round``) and a floor; we floor at ``k_min = 1`` (one sample is the fewest a step can
+   use) and cap at ``k_max`` only when one is given (default: no cap).  On ``tiny`` the
+   uniform start has ``H_0 = 19.2`` nats, so ``K_0 = 5``; on ``fbnetv2``, ``H_0 = 94.6``
+   and ``K_0 = 24``.
+2. **Coarse-to-fine** (Sec. 3.3, S2): start with the *factorized* distribution
+   ``P_i(c) = prod_{(d, v) in dims(c)} softmax(phi_{i,d})[v]`` and switch to the joint
+   per-choice categorical "after a certain number of epochs" (Sec. 5.3 ablates that epoch,
+   so it is a fixed hyper-parameter, not an entropy rule).  ``switch_step`` is set by the
+   loop from ``SearchConfig.switch_epoch``; *not in the sources:* its default, half of the
+   search epochs (our stated choice).  The joint starts at ``theta_i(c) = log P_i(c)``, so
+   the distribution is unchanged at the switch (the sources say the factorized
+   distribution is "converted"; the formula is our reading).  Adam restarts at the switch
+   (its moments belong to the factor parameters).  The factorized start is uniform over
+   choices, the joint start's distribution (``distribution.py``), so FP-NAS and PARSEC start
+   from the same place.  ``switch_entropy`` (off by default) keeps hwnas's earlier extra
+   rule, switching as soon as ``H_t < switch_entropy * H_0``, as an option.
+3. **Cost term** (Sec. 3.4, S2: ``L = -log P(y | X, w, alpha) + beta log C(alpha)``,
+   ``C(alpha) ~ (1/K) sum_k max(0, FLOPs(A_k) / TAR - 1)``): ``--penalty logcost`` in
+   ``penalty.py``, on FLOPs or predicted latency.  The hinge and MnasNet reward shapings
+   stay available.
 
-2. **Coarse-to-fine** (FP-NAS Sec. 3.3).  Start with the *factorized* distribution
-   ``P_i(c) = prod_{(d, v) in dims(c)} softmax(phi_{i,d})[v]`` (see ``distribution.py``),
-   which has an order of magnitude fewer parameters, and switch to the *joint*
-   per-decision categorical, initialised as ``theta_i(c) = log P_i(c)`` from the product
-   of the factors, when ``steps >= switch_step`` or when ``H_t < switch_entropy * H_0``,
-   whichever comes first.  Adam restarts at the switch (its moments belong to the
-   factor parameters).
-
-Everything else (rewards, baseline, Adam on logits, the optional differentiable
-penalty) is PARSEC's.  The paper's cost term, a hinge-linear FLOPs penalty, lives in
-``penalty.py`` because budgets are the loop's business, not the strategy's.
-
-Note on sources: the formulas above are as we read them in the paper; the search tool
-returned the abstract and summaries (adaptive sample size from the entropy,
-factorized -> joint coarse-to-fine, hinge-linear FLOPs penalty), and the exact clipping,
-``lambda`` default and switch rule are our choices, documented here.
+Everything else (rewards, Adam on logits, the optional differentiable penalty) is PARSEC's.
 """
 from __future__ import annotations
 
@@ -58,20 +55,20 @@ class FPNAS(DistributionStrategy):
     """PARSEC + entropy-adaptive ``K`` + factorized-to-joint coarse-to-fine search."""
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8,
-                 arch_lr: float = 0.3, estimator: str = "normalised", baseline_decay: float = 0.9,
-                 lam: float | None = None, k_min: int = 2, k_max: int | None = None,
+                 arch_lr: float = 0.3, estimator: str = "importance", baseline_decay: float = 0.9,
+                 lam: float = 0.25, k_min: int = 1, k_max: int | None = None,
                  factorized: bool = True, switch_step: int | None = None,
-                 switch_entropy: float = 0.5):
+                 switch_entropy: float = 0.0):
         super().__init__(space, seed=seed, samples_per_step=samples_per_step, arch_lr=arch_lr,
                          estimator=estimator, baseline_decay=baseline_decay, factorized=factorized)
         self.h0 = self.dist.entropy()  # entropy of the starting distribution
-        self.k_max = int(samples_per_step if k_max is None else k_max)
+        self.k_max = None if k_max is None else int(k_max)
         self.k_min = int(k_min)
-        if not 1 <= self.k_min <= self.k_max:
-            raise SearchError(f"need 1 <= k_min <= k_max, got k_min={k_min}, k_max={self.k_max}")
-        if lam is not None and not (lam > 0 and math.isfinite(lam)):
+        if self.k_min < 1 or (self.k_max is not None and self.k_max < self.k_min):
+            raise SearchError(f"need 1 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+        if not (lam > 0 and math.isfinite(lam)):
             raise SearchError(f"lam must be a positive number, got {lam}")
-        self.lam = float(lam) if lam is not None else self.samples_per_step / max(self.h0, 1e-12)
+        self.lam = float(lam)
         if switch_step is not None and int(switch_step) < 0:
             raise SearchError(f"switch_step must be >= 0, got {switch_step}")
         self.switch_step = None if switch_step is None else int(switch_step)
@@ -81,9 +78,9 @@ class FPNAS(DistributionStrategy):
         self.switched_at: int | None = None
 
     def num_samples(self) -> int:
-        """``K_t = clip(ceil(lambda * H_t), k_min, k_max)``."""
-        k = math.ceil(self.lam * self.entropy() - 1e-9)
-        return int(min(self.k_max, max(self.k_min, k)))
+        """``K_t = max(k_min, round(lambda * H_t))`` (capped at ``k_max`` when given)."""
+        k = max(self.k_min, int(round(self.lam * self.entropy())))
+        return k if self.k_max is None else min(self.k_max, k)
 
     def _update(self, archs: list[Arch], rewards: np.ndarray, penalty: PenaltyFn | None) -> None:
         super()._update(archs, rewards, penalty)
@@ -93,7 +90,7 @@ class FPNAS(DistributionStrategy):
     def _should_switch(self, steps_done: int) -> bool:
         if self.switch_step is not None and steps_done >= self.switch_step:
             return True
-        return self.entropy() < self.switch_entropy * self.h0
+        return self.switch_entropy > 0 and self.entropy() < self.switch_entropy * self.h0
 
     def switch_to_joint(self, at_step: int | None = None) -> None:
         """Coarse -> fine: joint logits ``theta_i = log P_i`` from the product of the factors."""

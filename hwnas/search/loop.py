@@ -11,7 +11,7 @@ Protocol (PARSEC, Casale et al. 2019, Alg. 1; FP-NAS, Yan et al. 2021, Sec. 3):
    - **supernet step** on the training batch with the first ``train_paths`` of them
      (they are samples of the current distribution, so the plain mean of their losses is
      an unbiased estimate of ``E_alpha[loss]``; weights follow the distribution as in
-     PARSEC).  ``train_paths=0`` trains all ``K`` paths, as PARSEC's weight gradient does
+     PARSEC; ``weight_estimator="importance"`` weights them as PARSEC does).  ``train_paths=0`` trains all ``K`` paths, as PARSEC's weight gradient does
      (cost per step then grows with ``K``, which is what FP-NAS's adaptive ``K`` saves);
      the default 1 keeps a step's training cost independent of ``K``;
    - **rewards** of all ``K`` archs on one validation batch with the shared weights
@@ -28,8 +28,9 @@ step), ``checkpoint.pt`` after every epoch (supernet, its optimizer, strategy st
 states, counters, elapsed time), ``result.json``, ``supernet.pt`` and ``search.png``.
 The supernet's learning rate is constant (SGD, Nesterov momentum): a schedule over the
 total epochs would change the past when ``--resume`` extends a run with more epochs.
-(FP-NAS's switch step is a fraction of the search steps of the *current* ``epochs``, so
-extending a run that has not switched yet moves its switch point.)
+(FP-NAS's default switch epoch is half of the search epochs of the *current* ``epochs``, so
+extending a run that has not switched yet moves its switch point; a given ``switch_epoch``
+does not move.)
 ``resume=True`` continues from the checkpoint's epoch (the log is cut back to the
 checkpoint's last step, so no step appears twice); data order depends only on
 ``(seed, epoch)``, so a resumed run sees the same batches as an uninterrupted one.
@@ -49,12 +50,16 @@ import numpy as np
 
 from hwnas import jsonutil
 from hwnas.errors import SearchError, valid_list
+from hwnas.search import pareto
 from hwnas.search import penalty as pen
 from hwnas.search.base import create_strategy
 
 log = logging.getLogger(__name__)
 
 REWARDS = ("loss", "acc")
+WEIGHT_ESTIMATORS = ("mean", "importance")
+#: strategies whose papers rank by validation accuracy (their rules assume a reward in [0, 1])
+ACC_REWARD_STRATEGIES = ("ddpnas", "mdenas")
 # fields that may change between a run and its --resume
 _RESUMABLE = {"epochs", "resume", "out", "threads", "force"}
 
@@ -72,12 +77,18 @@ class SearchConfig:
     out: str | None = None
     latency_budget_ms: float | None = None
     flops_budget: float | None = None
+    # more budgets of the same kind: one pick each from the Pareto front of the one supernet
+    # (the search itself is steered by the run's budget, the tightest of them from the CLI)
+    budgets: tuple[float, ...] = ()
+    # latency budgets as a tail: the arch's q-quantile of predicted latency (the predictor's
+    # out-of-fold residuals) must meet the budget; None: its median prediction
+    budget_quantile: float | None = None
     penalty: str = "hinge"
     penalty_weight: float = 2.0
     mnas_w: float = -0.07
     predictor: str | None = None
     force: bool = False
-    reward: str = "loss"
+    reward: str | None = None  # "loss" (-val loss) or "acc"; None: "acc" for ddpnas/mdenas (their papers'), else "loss"
     samples_per_step: int = 8
     train_paths: int = 1  # sampled paths per supernet step; 0: all K (PARSEC's weight gradient)
     batch_size: int = 64
@@ -85,12 +96,20 @@ class SearchConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 4e-5
-    # Adam on the logits.  0.3, not 0.1: in 135 search steps FP-NAS sampled 44% fewer archs than
-    # PARSEC with 0.1 and ~60% fewer with 0.3, at equal stand-alone accuracy (benchmarks/results/
-    # search_long.md, search.md): with 0.1 the distribution was still far from peaked at the end.
+    # Adam on the logits.  0.3 was chosen in an earlier benchmark on FP-NAS's own headline metric
+    # (0.1 gave 44% fewer archs than PARSEC, 0.3 ~60%: benchmarks/results/search_long.md,
+    # search.md); benchmarks/search_bench.py now reports the lr it ran with beside every claim.
     arch_lr: float = 0.3
-    switch_fraction: float = 0.5  # fpnas: switch to the joint distribution after this share of the search steps
+    # fpnas: search epochs in the factorized phase before the switch to the joint distribution
+    # (FP-NAS Sec. 5.3 ablates this epoch); None: half of the search epochs, rounded down
+    switch_epoch: int | None = None
+    # the supernet's gradient over the training paths: "mean" (plain average), or "importance"
+    # (PARSEC: weights softmax(log-likelihood of the batch) per path; needs train_paths=0)
+    weight_estimator: str = "mean"
     limit: int | None = None
+    # hold out this share of a dataset without a test split (digits) as a test set the search
+    # never sees (``hwnas.data.load_dataset``); ``hwnas export`` of the run holds out the same
+    test_fraction: float = 0.0
     resolution: int | None = None
     strategy_params: dict = field(default_factory=dict)
     threads: int | None = 1  # torch CPU threads; None: torch's default (see run_search)
@@ -102,7 +121,7 @@ class SearchConfig:
                               f"warmup_epochs={self.warmup_epochs}")
         if self.penalty not in pen.PENALTIES:
             raise SearchError(f"penalty must be one of {valid_list(pen.PENALTIES)}, got {self.penalty!r}")
-        if self.reward not in REWARDS:
+        if self.reward is not None and self.reward not in REWARDS:
             raise SearchError(f"reward must be one of {valid_list(REWARDS)}, got {self.reward!r}")
         if self.latency_budget_ms is not None and self.flops_budget is not None:
             raise SearchError("give one budget: --latency-budget or --flops-budget, not both")
@@ -116,8 +135,29 @@ class SearchConfig:
                 raise SearchError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.penalty_weight < 0 or not math.isfinite(self.penalty_weight):
             raise SearchError(f"penalty_weight must be >= 0, got {self.penalty_weight}")
-        if not 0.0 <= self.switch_fraction <= 1.0:
-            raise SearchError(f"switch_fraction must be in [0, 1], got {self.switch_fraction}")
+        if self.switch_epoch is not None and not 0 <= int(self.switch_epoch) <= self.epochs - self.warmup_epochs:
+            raise SearchError(f"switch_epoch must be in [0, {self.epochs - self.warmup_epochs}] (the search epochs), "
+                              f"got {self.switch_epoch}")
+        if self.budgets and self.latency_budget_ms is None and self.flops_budget is None:
+            raise SearchError("budgets give extra picks of the run's budget kind: set latency_budget_ms or flops_budget")
+        if any(not (float(b) > 0 and math.isfinite(float(b))) for b in self.budgets):
+            raise SearchError(f"budgets must be positive numbers, got {list(self.budgets)}")
+        if self.budget_quantile is not None:
+            if self.latency_budget_ms is None:
+                raise SearchError("budget_quantile applies to a latency budget (it uses the predictor's uncertainty)")
+            if not 0.0 < float(self.budget_quantile) < 1.0:
+                raise SearchError(f"budget_quantile must be in (0, 1), e.g. 0.9, got {self.budget_quantile}")
+        if self.weight_estimator not in WEIGHT_ESTIMATORS:
+            raise SearchError(f"weight_estimator must be one of {valid_list(WEIGHT_ESTIMATORS)}, "
+                              f"got {self.weight_estimator!r}")
+        if self.weight_estimator == "importance" and int(self.train_paths) != 0:
+            raise SearchError("weight_estimator='importance' weights every sampled path: it needs train_paths=0")
+
+    @property
+    def reward_kind(self) -> str:
+        if self.reward is not None:
+            return self.reward
+        return "acc" if self.strategy in ACC_REWARD_STRATEGIES else "loss"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -152,6 +192,10 @@ class SearchResult:
     entropy: float | None
     switched_at: int | None
     out: str | None
+    # one pick per budget (the run's and ``budgets``) from the Pareto front: budget, arch, cost, acc
+    per_budget: list | None = None
+    pareto_front: int | None = None  # archs on the front (pareto.json)
+    budget_quantile: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -275,13 +319,15 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -
     if out is not None:  # the budget is sane: from here on the run leaves files
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "config.json", config.to_dict())
-    data = load_dataset(config.dataset, int(res), seed=config.seed, limit=config.limit)
+    data = load_dataset(config.dataset, int(res), seed=config.seed, limit=config.limit,
+                        test_fraction=config.test_fraction)
     ncls = data.num_classes
     _data_costs(costs, config, space, cost_res, ncls)
 
     # -- strategy, supernet, optimizer ------------------------------------------------
     steps_per_epoch = max(1, len(data.train) // config.batch_size)
-    strategy = _make_strategy(config, space, steps_per_epoch, costs.penalty_fn)
+    vb = min(config.val_batch_size, len(data.val.tensors[1]))
+    strategy = _make_strategy(config, space, steps_per_epoch, costs, vb)
     net = Supernet(space, ncls, int(res), seed=config.seed)
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
@@ -299,7 +345,6 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -
     elif out is not None and (out / "log.jsonl").exists():
         (out / "log.jsonl").unlink()
 
-    vb = min(config.val_batch_size, len(data.val.tensors[1]))
     t_start = time.perf_counter()
 
     def clock() -> float:  # run time, the checkpoint's share included
@@ -358,7 +403,7 @@ def _budget_costs(config: SearchConfig, space, cost_res: int | None) -> _Costs:
     budget = cost_fn = None
     if config.latency_budget_ms is not None:
         budget = pen.Budget("latency", float(config.latency_budget_ms))
-        cost_fn = pen.latency_cost_fn(predictor)
+        cost_fn = pen.latency_cost_fn(predictor, quantile=config.budget_quantile)
     elif config.flops_budget is not None:
         budget = pen.Budget("flops", float(config.flops_budget))
         # checked with the space's class count first (fail fast, before loading data)
@@ -378,7 +423,9 @@ def _data_costs(costs: _Costs, config: SearchConfig, space, cost_res: int | None
     if predictor is not None:
         # a latency budget's cost function already predicts (and memoises) the same numbers
         latency_budget = budget is not None and budget.kind == "latency"
-        costs.lat_fn = costs.cost_fn if latency_budget else pen.latency_cost_fn(predictor)
+        # (not with a tail budget: its cost is a quantile, the logged latency is the median prediction)
+        costs.lat_fn = (costs.cost_fn if latency_budget and config.budget_quantile is None
+                        else pen.latency_cost_fn(predictor))
     if config.penalty == "differentiable" and budget is not None:
         if costs.expected_fn is None:
             raise SearchError(f"the differentiable penalty needs a differentiable latency predictor (an 'mlp'); "
@@ -386,20 +433,39 @@ def _data_costs(costs: _Costs, config: SearchConfig, space, cost_res: int | None
         costs.penalty_fn = pen.differentiable_penalty(costs.expected_fn, budget.limit, config.penalty_weight)
 
 
-def _make_strategy(config: SearchConfig, space, steps_per_epoch: int, penalty_fn):
-    """The configured strategy; FP-NAS's switch step is ``switch_fraction`` of the search steps."""
+def switch_epoch(config: SearchConfig) -> int:
+    """FP-NAS's switch epoch: the configured one, else half of the search epochs."""
+    search_epochs = config.epochs - config.warmup_epochs
+    return int(config.switch_epoch) if config.switch_epoch is not None else search_epochs // 2
+
+
+def _make_strategy(config: SearchConfig, space, steps_per_epoch: int, costs: _Costs, val_batch: int):
+    """The configured strategy; FP-NAS switches after ``switch_epoch`` search epochs; a
+    strategy with a ``feasible`` slot (evolution) gets the budget as a predicate."""
     sparams = dict(seed=config.seed, samples_per_step=config.samples_per_step)
     if config.strategy in ("parsec", "fpnas"):
         sparams["arch_lr"] = config.arch_lr
     if config.strategy == "fpnas":
-        search_steps_total = steps_per_epoch * (config.epochs - config.warmup_epochs)
-        sparams["switch_step"] = int(round(config.switch_fraction * search_steps_total))
+        sparams["switch_step"] = steps_per_epoch * switch_epoch(config)
     sparams.update(config.strategy_params)
     strategy = create_strategy(config.strategy, space, **sparams)
-    if penalty_fn is not None and not strategy.is_distribution:
-        raise SearchError(f"the differentiable penalty needs a distribution strategy (parsec, fpnas), "
-                          f"not {config.strategy!r}: use --penalty hinge or mnas")
+    needs_grad = costs.penalty_fn is not None or (config.penalty == "logcost" and config_budget(config))
+    if needs_grad and not strategy.differentiable:
+        raise SearchError(f"the {config.penalty} penalty acts on a distribution's gradient (parsec, fpnas), "
+                          f"which {config.strategy!r} has not: use --penalty hinge or mnas")
+    if hasattr(strategy, "feasible") and costs.cost_fn is not None:
+        cost_fn, limit = costs.cost_fn, costs.limit
+        strategy.feasible = lambda arch: float(cost_fn([arch])[0]) <= limit
+    if getattr(strategy, "estimator", None) == "importance":
+        if config.reward_kind != "loss":
+            raise SearchError("the importance estimator weights archs by their validation log-likelihood: "
+                              "it needs reward='loss' (or estimator='reinforce' for accuracy rewards)")
+        strategy.likelihood_scale = float(val_batch)  # n * mean log-likelihood = the batch's log-likelihood
     return strategy
+
+
+def config_budget(config: SearchConfig) -> bool:
+    return config.latency_budget_ms is not None or config.flops_budget is not None
 
 
 def _search_epoch(config: SearchConfig, space, net, optimizer, strategy, warm_rng, costs: _Costs, data, epoch: int,
@@ -407,7 +473,6 @@ def _search_epoch(config: SearchConfig, space, net, optimizer, strategy, warm_rn
     """One epoch: a supernet step per training batch, plus (after warm-up) a strategy step on
     one validation batch; returns the search-step counter."""
     import torch
-    import torch.nn.functional as F
 
     from hwnas.nn.supernet_train import evaluate_arch
 
@@ -427,14 +492,7 @@ def _search_epoch(config: SearchConfig, space, net, optimizer, strategy, warm_rn
         else:
             archs = strategy.ask()
             paths = archs if config.train_paths == 0 else archs[:config.train_paths]
-        # supernet step: mean loss over the training paths
-        optimizer.zero_grad()
-        train_loss = 0.0
-        for a in paths:
-            loss = F.cross_entropy(net(xb, a), yb) / len(paths)
-            loss.backward()
-            train_loss += float(loss.detach())
-        optimizer.step()
+        train_loss = _supernet_step(config, net, optimizer, paths, xb, yb, warm)
         if warm:
             emit({"stage": "warmup", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch,
                   "train_loss": train_loss})
@@ -444,11 +502,14 @@ def _search_epoch(config: SearchConfig, space, net, optimizer, strategy, warm_rn
         vidx = vperm[start:start + vb]
         losses, accs = zip(*(evaluate_arch(net, a, (xva[vidx], yva[vidx]), batch_size=vb) for a in archs))
         losses, accs = np.asarray(losses), np.asarray(accs)
-        raw = -losses if config.reward == "loss" else accs
+        raw = -losses if config.reward_kind == "loss" else accs
         arch_costs = costs.cost_fn(archs) if costs.cost_fn is not None else None
         rewards = pen.shape_rewards(raw, arch_costs, costs.limit, config.penalty,
                                     weight=config.penalty_weight, mnas_w=config.mnas_w, accuracy=accs)
-        strategy.tell(archs, rewards, penalty=costs.penalty_fn)
+        step_penalty = costs.penalty_fn
+        if config.penalty == "logcost" and costs.budget is not None:
+            step_penalty = pen.log_cost_penalty(strategy.dist, archs, arch_costs, costs.limit, config.penalty_weight)
+        strategy.tell(archs, rewards, penalty=step_penalty)
         step += 1
         rec = _step_record(strategy, step, epoch, archs, losses, accs, rewards, arch_costs, costs.budget,
                            costs.expected_fn, costs.lat_fn, train_loss, cost_kind)
@@ -458,6 +519,33 @@ def _search_epoch(config: SearchConfig, space, net, optimizer, strategy, warm_rn
             log_f.flush()
         emit({"stage": "search", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch, **rec})
     return step
+
+
+def _supernet_step(config: SearchConfig, net, optimizer, paths, xb, yb, warm: bool) -> float:
+    """One SGD step on a training batch over ``paths``; returns the (weighted) training loss.
+
+    ``weight_estimator="mean"``: the plain mean of the paths' losses (they are samples of the
+    distribution, so it estimates ``E_alpha[loss]``).  ``"importance"``: PARSEC's weight
+    gradient, ``sum_k omega_k grad loss_k`` with ``omega = softmax(-n * loss)``, the paths'
+    self-normalised likelihoods of the batch (``n`` its size), held fixed."""
+    import torch
+    import torch.nn.functional as F
+
+    optimizer.zero_grad()
+    if warm or config.weight_estimator == "mean" or len(paths) == 1:
+        train_loss = 0.0
+        for a in paths:  # one backward per path keeps one path's activations in memory
+            loss = F.cross_entropy(net(xb, a), yb) / len(paths)
+            loss.backward()
+            train_loss += float(loss.detach())
+    else:
+        losses = torch.stack([F.cross_entropy(net(xb, a), yb) for a in paths])
+        omega = torch.softmax(-len(yb) * losses.detach(), 0)
+        loss = (omega * losses).sum()
+        loss.backward()
+        train_loss = float(loss.detach())
+    optimizer.step()
+    return train_loss
 
 
 def _final_result(config: SearchConfig, space, net, strategy, costs: _Costs, data, cost_res: int | None, vb: int,
@@ -473,6 +561,7 @@ def _final_result(config: SearchConfig, space, net, strategy, costs: _Costs, dat
     arch = choice.arch
     xva, yva = data.val.tensors
     val_loss, val_acc = evaluate_arch(net, arch, (xva, yva), batch_size=vb)
+    points, cost_kind = _pareto_points(config, space, net, strategy, costs, data, cost_res, vb)
     ac = arch_cost(space, arch, cost_res, data.num_classes)
     wall = clock()
     pred_ms = float(costs.lat_fn([arch])[0]) if costs.lat_fn is not None else None
@@ -491,14 +580,60 @@ def _final_result(config: SearchConfig, space, net, strategy, costs: _Costs, dat
         final_log_prob=strategy.log_prob(arch) if strategy.is_distribution else None,
         entropy=strategy.entropy() if strategy.is_distribution else None,
         switched_at=getattr(strategy, "switched_at", None), out=None if out is None else str(out),
+        budget_quantile=config.budget_quantile,
     )
+    per_budget = _per_budget(config, costs, points, result, choice.cost)
+    result = dataclasses.replace(result, per_budget=per_budget, pareto_front=len(pareto.front(points)))
     if out is not None:
         torch.save(net.state_dict(), out / "supernet.pt")
         _write_json(out / "result.json", result.to_dict())
+        _write_json(out / "pareto.json", pareto.to_json(points, cost_kind, per_budget))
+        pareto.plot(points, per_budget, cost_kind, out / "pareto.png", f"{config.strategy} on {space.name}")
         records = read_log(out / "log.jsonl") if (out / "log.jsonl").exists() else []
         if records:
             plot_log(records, out / "search.png", f"{config.strategy} on {space.name}: {arch}")
     return result
+
+
+def _pareto_points(config: SearchConfig, space, net, strategy, costs: _Costs, data, cost_res, vb):
+    """Candidates of ``pareto.candidates`` scored on the whole validation split, with their cost
+    (the budget's cost; else predicted latency; else FLOPs)."""
+    from hwnas.cost import arch_cost
+    from hwnas.nn.supernet_train import evaluate_arch
+
+    sampled = {a: int(rec[1]) for a, rec in strategy._records.items()}
+    pool = pareto.candidates(space, sampled, strategy, seed=config.seed)
+    archs = [space.parse(a) for a in pool]
+    if costs.cost_fn is not None:
+        cost_kind, cost = costs.budget.kind, costs.cost_fn(archs)
+    elif costs.lat_fn is not None:
+        cost_kind, cost = "latency", costs.lat_fn(archs)
+    else:
+        cost_kind = "flops"
+        cost = np.array([arch_cost(space, a, cost_res, data.num_classes).flops for a in archs], dtype=np.float64)
+    xva, yva = data.val.tensors
+    points = []
+    for a, c in zip(archs, cost):
+        loss, acc = evaluate_arch(net, a, (xva, yva), batch_size=vb)
+        points.append(pareto.Point(str(a), float(c), float(acc), float(loss), pool[str(a)]))
+    return points, cost_kind
+
+
+def _per_budget(config: SearchConfig, costs: _Costs, points, result: SearchResult, cost: float) -> list | None:
+    """One pick per budget: the run's own pick (``cost`` by the budget's cost function) for its
+    budget, the Pareto candidates' most accurate for the others."""
+    if costs.budget is None:
+        return None
+    out = []
+    for b in sorted({float(costs.limit), *(float(x) for x in config.budgets)}):
+        if b == float(costs.limit):
+            out.append({"budget": b, "arch": result.arch, "cost": float(cost), "acc": result.supernet_val_acc,
+                        "how": f"search ({result.final_choice})"})
+            continue
+        p = pareto.pick(points, b)
+        out.append({"budget": b, "arch": None if p is None else p.arch, "cost": None if p is None else p.cost,
+                    "acc": None if p is None else p.acc, "how": "pareto" if p else "no candidate meets it"})
+    return out
 
 
 def _step_record(strategy, step, epoch, archs, losses, accs, rewards, costs, budget, expected_fn, lat_fn,

@@ -11,22 +11,28 @@ samples (their eq. for the importance-weighted estimator) is
 i.e. self-normalised importance weights of the ``K`` sampled architectures, computed on
 held-out data.  Every step draws a *fixed* ``K`` (``samples_per_step``).
 
-What we implement (``_update``):
+What we implement (``_update``), with the estimator named as what it is:
 
-- ``estimator="normalised"`` (default): rewards ``r_k`` (``-val loss`` or accuracy, shaped
-  by the budget penalty) are standardised with a moving baseline, ``A_k = (r_k - b) / s``
-  where ``b`` and ``s^2`` are exponential moving averages (decay ``baseline_decay``) of the
-  reward mean and variance, and the surrogate loss is
-  ``L = -(1/K) sum_k A_k log p(alpha_k | pi)`` (REINFORCE, Williams 1992, with a
-  baseline).  Why: it is scale-free across reward types and budgets, and it still works
-  when FP-NAS's adaptive ``K`` drops to 1 or 2, where self-normalised weights degenerate
-  (with ``K = 1``, ``omega = 1`` and the update only reinforces whatever was sampled).
-- ``estimator="importance"``: PARSEC's weights ``omega = softmax(r / tau)``, ``tau`` the
-  batch's reward std (so ``omega`` is the likelihood ratio of a tempered model), with the
-  zero-mean control variate ``1/K``: ``L = -sum_k (omega_k - 1/K) log p(alpha_k | pi)``.
+- ``estimator="importance"`` (default; PARSEC's): ``omega = softmax(n * r)``, where ``r_k``
+  is the arch's mean validation log-likelihood on the step's batch (``-cross-entropy``, as
+  the loop computes it with ``reward="loss"``, shaped by a budget penalty if one is set) and
+  ``n`` the number of validation examples (``likelihood_scale``, set by the loop), so
+  ``n * r_k = log p(y | X, v, alpha_k)`` and ``omega`` are exactly the self-normalised
+  likelihood weights above.  Surrogate: ``L = -sum_k omega_k log p(alpha_k | pi)``.  With
+  ``K = 1`` (FP-NAS's adaptive ``K`` at low entropy) ``omega = 1`` and the step only
+  reinforces its sample: that is the estimator's behaviour, not a bug we hide.
+- ``estimator="reinforce"`` (hwnas's earlier default, kept as an option and named for what
+  it is): REINFORCE (Williams 1992) with a moving baseline, ``A_k = (r_k - b) / s``, ``b``
+  and ``s^2`` exponential moving averages (decay ``baseline_decay``) of the reward mean and
+  variance, ``L = -(1/K) sum_k A_k log p(alpha_k | pi)``: scale-free across reward types.
 
-``L`` plus an optional differentiable penalty on the probabilities (expected latency or
-FLOPs, see ``penalty.py``) is minimised with Adam on the logits (``arch_lr``).
+The weights' gradient of PARSEC (``sum_k omega_k grad_v log p(y | X, v, alpha_k)`` on the
+training batch) is the loop's business: ``SearchConfig.weight_estimator="importance"``.
+
+``L`` plus an optional penalty on the distribution (the differentiable expected-cost
+penalty, or FP-NAS's ``beta log C``: see ``penalty.py``) is minimised with Adam on the
+logits (``arch_lr``).  The optimiser is not given in the sources we could read
+(``../shared/research/fpnas_fidelity.md``, deviation 6): Adam is our choice.
 """
 from __future__ import annotations
 
@@ -40,18 +46,21 @@ from hwnas.search.base import PenaltyFn, Strategy, register_strategy
 from hwnas.search.distribution import CategoricalDistribution
 from hwnas.space import Arch, SearchSpace
 
-ESTIMATORS = ("normalised", "importance")
+ESTIMATORS = ("importance", "reinforce")
+_ALIASES = {"normalised": "reinforce"}  # the earlier name of the REINFORCE estimator
 
 
 class DistributionStrategy(Strategy):
     """Shared machinery of the distribution strategies (PARSEC, FP-NAS)."""
 
     is_distribution = True
+    differentiable = True
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8,
-                 arch_lr: float = 0.3, estimator: str = "normalised", baseline_decay: float = 0.9,
+                 arch_lr: float = 0.3, estimator: str = "importance", baseline_decay: float = 0.9,
                  factorized: bool = False):
         super().__init__(space, seed=seed, samples_per_step=samples_per_step)
+        estimator = _ALIASES.get(estimator, estimator)
         if estimator not in ESTIMATORS:
             raise SearchError(f"estimator must be one of {valid_list(ESTIMATORS)}, got {estimator!r}")
         if not (arch_lr > 0 and math.isfinite(arch_lr)):
@@ -65,6 +74,8 @@ class DistributionStrategy(Strategy):
         self.optimizer = torch.optim.Adam(self.dist.params, lr=self.arch_lr)
         self._baseline: float | None = None
         self._var = 1.0
+        #: examples behind each reward: ``n * r`` is a log-likelihood (the loop sets it)
+        self.likelihood_scale = 1.0
 
     # -- distribution views ------------------------------------------------
     def probs(self) -> list[torch.Tensor]:
@@ -100,15 +111,20 @@ class DistributionStrategy(Strategy):
         self._var = d * self._var + (1 - d) * float(((rewards - b) ** 2).mean())
         return adv
 
+    def importance_weights(self, rewards: np.ndarray) -> np.ndarray:
+        """PARSEC's self-normalised weights ``softmax(n * r)`` of one step's samples."""
+        z = self.likelihood_scale * np.asarray(rewards, dtype=np.float64)
+        w = np.exp(z - z.max())
+        return w / w.sum()
+
     def _update(self, archs: list[Arch], rewards: np.ndarray, penalty: PenaltyFn | None) -> None:
         logp = self.dist.log_prob(archs)
-        if self.estimator == "normalised":
+        if self.estimator == "reinforce":
             adv = torch.as_tensor(self._advantages(rewards), dtype=torch.float64)
             loss = -(adv * logp).mean()
         else:
-            tau = float(rewards.std()) or 1.0
-            omega = torch.softmax(torch.as_tensor(rewards / tau, dtype=torch.float64), 0)
-            loss = -((omega - 1.0 / len(archs)) * logp).sum()
+            omega = torch.as_tensor(self.importance_weights(rewards), dtype=torch.float64)
+            loss = -(omega * logp).sum()
         if penalty is not None:
             loss = loss + penalty(self.dist.probs())
         self.optimizer.zero_grad()
@@ -143,7 +159,7 @@ class Parsec(DistributionStrategy):
     """PARSEC: joint categorical per decision, a fixed ``K = samples_per_step`` per step."""
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8,
-                 arch_lr: float = 0.3, estimator: str = "normalised", baseline_decay: float = 0.9):
+                 arch_lr: float = 0.3, estimator: str = "importance", baseline_decay: float = 0.9):
         super().__init__(space, seed=seed, samples_per_step=samples_per_step, arch_lr=arch_lr,
                          estimator=estimator, baseline_decay=baseline_decay, factorized=False)
 

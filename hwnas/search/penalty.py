@@ -31,6 +31,16 @@ penalty_weight``); rewards are then left unshaped.
   ``E[FLOPs] = sum_l sum_c P(c_l = c) sum_j p_l(j) F_l(j, c) + sum_c P(c_L = c) F_fixed(c)``
   (summed again over the resolution's probabilities when it is searchable).
 
+FP-NAS's cost term (``logcost``; Yan et al. 2021, Sec. 3.4 as re-typed in the sources of
+``../shared/research/fpnas_fidelity.md``): ``L = -log P(y | X, w, alpha) + beta log C(alpha)``
+with ``C(alpha) ~ (1/K) sum_k C(A_k)`` and ``C(A) = max(0, c(A) / T - 1)`` (FLOPs in the
+paper; here FLOPs or predicted latency).  Its score-function gradient is
+``grad log C = sum_k C_k grad log p(A_k) / sum_k C_k``, so the surrogate added to the
+strategy's loss is ``beta * sum_k (C_k / sum_j C_j) log p(A_k)`` with the weights held fixed
+(``log_cost_penalty``); rewards stay unshaped.  As transcribed, ``log C`` is undefined when
+every sample meets the budget (``C = 0``); the term is then zero for that step (*our reading*:
+nothing to push away from), which the sources neither confirm nor contradict.
+
 Before training, ``budget_check`` refuses a budget below the cheapest architecture
 (exact for FLOPs via ``hwnas.cost.cost_extremes``; for latency the minimum predicted
 latency found by coordinate descent from the FLOPs-cheapest arch and random samples) and
@@ -55,7 +65,7 @@ from hwnas.space import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
 
-PENALTIES = ("hinge", "mnas", "differentiable")
+PENALTIES = ("hinge", "mnas", "differentiable", "logcost")
 CostFn = Callable[[Sequence[Arch]], np.ndarray]
 
 _LAT_UNITS = {"": 1.0, "ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
@@ -132,15 +142,29 @@ def flops_cost_fn(space: SearchSpace, resolution: int | None = None, num_classes
     return fn
 
 
-def latency_cost_fn(predictor) -> CostFn:
-    """Predicted latency (ms) of each arch from a fitted ``hwnas.predictors`` model, memoised."""
+def latency_cost_fn(predictor, quantile: float | None = None) -> CostFn:
+    """Predicted latency (ms) of each arch from a fitted ``hwnas.predictors`` model, memoised.
+
+    With ``quantile`` (a tail-latency budget, e.g. 0.9): the ``quantile`` of the predictive
+    distribution, ``predicted * exp(Q_q(r))`` with ``r`` the predictor's out-of-fold log
+    residuals (``hwnas.predictors._uncertainty``): the latency the arch stays under with that
+    probability, as far as the predictor's own error goes.  The run-to-run spread of one
+    arch (the p90 each stored row keeps) is not added: see README "Not built"."""
     cache: dict[Arch, float] = {}
+    factor = 1.0
+    if quantile is not None:
+        from hwnas.predictors._uncertainty import residuals
+
+        try:
+            factor = float(np.exp(np.quantile(residuals(predictor), float(quantile))))
+        except Exception as e:  # no residuals: say how to get them
+            raise SearchError(f"--budget-quantile needs the predictor's uncertainty estimate: {e}") from None
 
     def fn(archs: Sequence[Arch]) -> np.ndarray:
         archs = list(archs)
         missing = list(dict.fromkeys(a for a in archs if a not in cache))
         if missing:
-            pred = np.asarray(predictor.predict(missing), dtype=np.float64)
+            pred = factor * np.asarray(predictor.predict(missing), dtype=np.float64)
             cache.update(zip(missing, pred.tolist()))
         return np.asarray([cache[a] for a in archs], dtype=np.float64)
 
@@ -166,7 +190,23 @@ def shape_rewards(rewards, costs, budget: float | None, penalty: str = "hinge", 
         if accuracy is None:
             raise SearchError("the mnas penalty needs the accuracy of each arch")
         return np.asarray(accuracy, dtype=np.float64) * np.power(np.maximum(ratio, 1e-12), mnas_w)
-    return rewards.copy()  # differentiable: the budget enters through the loss on probs
+    return rewards.copy()  # differentiable, logcost: the budget enters through the strategy's loss
+
+
+def log_cost_penalty(dist, archs, costs, budget: float, weight: float = 2.0):
+    """FP-NAS's ``beta log C(alpha)`` for one step's samples, as a ``tell(penalty=...)`` callable
+    (``None`` when every sample meets the budget: ``C = 0``, nothing to push away from)."""
+    import torch
+
+    c = np.maximum(0.0, np.asarray(costs, dtype=np.float64) / float(budget) - 1.0)
+    if c.sum() <= 0:
+        return None
+    w = torch.as_tensor(c / c.sum(), dtype=torch.float64)
+
+    def fn(_probs):
+        return weight * (w * dist.log_prob(list(archs))).sum()
+
+    return fn
 
 
 def expected_flops_fn(space: SearchSpace, resolution: int | None = None, num_classes: int | None = None):

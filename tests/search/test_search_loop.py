@@ -87,7 +87,7 @@ def test_config_validation():
 
 
 def test_differentiable_needs_distribution(tmp_path, micro_space):
-    with pytest.raises(SearchError, match="distribution strategy"):
+    with pytest.raises(SearchError, match="acts on a distribution.s gradient"):
         run_search(_micro_config(tmp_path, strategy="random", penalty="differentiable",
                                  flops_budget=_micro_budget(micro_space)))
 
@@ -128,6 +128,8 @@ def test_resume_after_kill_continues_from_checkpoint(tmp_path, micro_space):
            [(r["top_arch"], r["entropy"], r["archs_sampled"]) for r in ref_records]
     assert res.arch == ref.arch and res.archs_sampled == ref.archs_sampled
     assert res.supernet_val_acc == pytest.approx(ref.supernet_val_acc)
+    front = lambda run: [(p["arch"], round(p["acc"], 6)) for p in json.loads((tmp_path / run / "pareto.json").read_text())["front"]]  # noqa: E731
+    assert front("b") == front("ref")  # the Pareto front too
     # settings other than epochs must match the checkpoint
     with pytest.raises(SearchError, match="settings differ"):
         run_search(_micro_config(tmp_path, "b", strategy="fpnas", epochs=5, flops_budget=budget, resume=True))
@@ -217,6 +219,52 @@ def test_cli_search_defaults_match_search_config():
     defaults = SearchConfig()
     shared = {p.name: p.default for p in search.params
               if p.name in {f.name for f in dataclasses.fields(SearchConfig)} and isinstance(p.default, (int, float, str))}
-    assert {"arch_lr", "switch_fraction", "epochs", "samples_per_step", "batch_size"} <= set(shared)
+    assert {"arch_lr", "weight_estimator", "epochs", "samples_per_step", "batch_size"} <= set(shared)
     for name, value in shared.items():
         assert value == getattr(defaults, name), name
+
+
+def test_importance_weight_gradient_by_hand(micro_space):
+    """PARSEC's weight gradient: sum_k omega_k grad loss_k, omega = softmax(-n * loss)."""
+    import torch.nn.functional as F
+
+    from hwnas.nn.supernet import Supernet
+    from hwnas.search.loop import _supernet_step
+
+    torch.manual_seed(0)
+    net = Supernet(micro_space, 4, 16, seed=0)
+    x, y = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1])
+    paths = [micro_space.from_indices(i) for i in ([0, 1, 2], [5, 1, 8], [0, 7, 2])]
+    cfg = SearchConfig(space="micro", train_paths=0, weight_estimator="importance")
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    _supernet_step(cfg, net, opt, paths, x, y, warm=False)
+    got = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    losses = [F.cross_entropy(net(x, a), y) for a in paths]
+    omega = torch.softmax(-6 * torch.stack([lo.detach() for lo in losses]), 0)
+    net.zero_grad()
+    sum(w * lo for w, lo in zip(omega, losses)).backward()
+    want = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys() and len(got) > 0
+    for n in want:
+        assert torch.allclose(got[n], want[n], atol=1e-6), n
+    with pytest.raises(SearchError, match="needs train_paths=0"):
+        SearchConfig(space="micro", train_paths=1, weight_estimator="importance")
+
+
+def test_fpnas_switches_at_the_configured_epoch_and_logcost_runs(tmp_path, micro_space):
+    budget = _micro_budget(micro_space, 0.3)
+    res = run_search(_micro_config(tmp_path, strategy="fpnas", epochs=4, switch_epoch=2, flops_budget=budget,
+                                   penalty="logcost", train_paths=0, weight_estimator="importance"))
+    steps_per_epoch = res.search_steps // 3
+    assert res.switched_at == 2 * steps_per_epoch
+    recs = read_log(tmp_path / "run" / "log.jsonl")
+    # a step's phase is logged after its update: the step that switches is the first "joint"
+    assert {r["phase"] for r in recs if r["step"] < 2 * steps_per_epoch} == {"factorized"}
+    assert {r["phase"] for r in recs if r["step"] >= 2 * steps_per_epoch} == {"joint"}
+    # K_t = max(1, round(lambda H_t)), H_t the entropy the previous step's update left
+    for prev, r in zip(recs, recs[1:]):
+        assert r["k"] == max(1, round(0.25 * prev["entropy"]))
+    with pytest.raises(SearchError, match="switch_epoch must be in"):
+        _micro_config(tmp_path, "bad", strategy="fpnas", epochs=3, switch_epoch=5)
+    with pytest.raises(SearchError, match="needs reward='loss'"):
+        run_search(_micro_config(tmp_path, "acc", strategy="parsec", reward="acc"))
