@@ -122,8 +122,9 @@ class SearchBar(_Bar):
         spe = ev.get("steps_per_epoch")
         if spe is not None:
             self.bar.update(self.task, total=spe * self.epochs, completed=ev["epoch"] * spe + ev["batch"] + 1)
-        if ev["stage"] == "warmup":
-            self.bar.update(self.task, info=f"warm-up  loss {ev['train_loss']:.3f}")
+        if ev["stage"] in ("warmup", "train"):
+            what = "warm-up" if ev["stage"] == "warmup" else "uniform paths"
+            self.bar.update(self.task, info=f"{what}  loss {ev['train_loss']:.3f}")
         elif ev["stage"] == "search":
             ent = "-" if ev.get("entropy") is None else f"{ev['entropy']:.2f}"
             self.bar.update(self.task, info=f"H {ent}  K {ev['k']}  archs {ev['archs_sampled']}  "

@@ -16,14 +16,17 @@ from hwnas.cli._common import echo_json, human, json_option
 @click.option("--num-archs", default=300, show_default=True, type=click.IntRange(min=10), help="Archs to profile.")
 @click.option("--latency-budget", default=None, help="Latency budget, e.g. 0.2ms (default: the 30th percentile "
               "of the measured latencies).")
-@click.option("--strategy", default="fpnas", show_default=True, help="Search strategy (fpnas, parsec, random).")
+@click.option("--budget-confidence", default=0.9, show_default=True, type=float,
+              help="The search's pick must meet the budget with this probability under the predictor's "
+                   "uncertainty (0: its median prediction must).")
+@click.option("--strategy", default="fpnas", show_default=True, help="Search strategy (fpnas, parsec, random, ...).")
 @click.option("--search-epochs", default=6, show_default=True, type=click.IntRange(min=2), help="Supernet epochs, warm-up included.")
 @click.option("--export-epochs", default=5, show_default=True, type=click.IntRange(min=0), help="Stand-alone training epochs of the winner.")
 @click.option("--limit", default=None, type=click.IntRange(min=50), help="Use only this many images (a quick look).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of every stage.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="torch threads for training.")
 @json_option
-def demo(out, resume, quick, adapt_archs, num_archs, latency_budget, strategy, search_epochs, export_epochs, limit, seed,
+def demo(out, resume, quick, adapt_archs, num_archs, latency_budget, budget_confidence, strategy, search_epochs, export_epochs, limit, seed,
          threads, as_json):
     """Run profile -> predictor -> search -> export on the embedded defaults.
 
@@ -41,7 +44,8 @@ def demo(out, resume, quick, adapt_archs, num_archs, latency_budget, strategy, s
 
     config = PipelineConfig(
         out=out or default_out(), quick=quick, adapt_archs=adapt_archs, num_archs=num_archs,
-        latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget), strategy=strategy, search_epochs=search_epochs,
+        latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
+        budget_confidence=budget_confidence or None, strategy=strategy, search_epochs=search_epochs,
         export_epochs=export_epochs, limit=limit, seed=seed, threads=threads, resume=resume,
     )
     if as_json:
@@ -76,7 +80,8 @@ def _summary(res) -> None:
     t.add_column("value", overflow="fold")
     t.add_row("latency budget", f"{ms(res.latency_budget_ms)} ({res.budget_source})")
     t.add_row("architecture", str(res.arch))
-    t.add_row("predicted latency", ms(res.predicted_latency_ms))
+    conf = "" if res.budget_confidence is None else f" (median; the budget held with {res.budget_confidence:.0%} confidence)"
+    t.add_row("predicted latency", ms(res.predicted_latency_ms) + conf)
     verdict = {True: "[green]within budget[/]", False: "[red]over budget[/]", None: ""}[res.within_budget]
     where = {"predictor": "the data's own reference", "calibrated here": "a reference calibrated here"}
     ref = (f" (timed against the canary, scaled by {where.get(res.measured_reference, res.measured_reference)})"

@@ -52,6 +52,12 @@ from hwnas.cli._progress import SearchBar
                    "(needs --train-paths 0).")
 @click.option("--lam", type=float, default=None,
               help="fpnas: K = max(1, round(lam * entropy)) [default: 0.25, the paper's].")
+@click.option("--train-sampler", type=click.Choice(["strategy", "uniform"]), default="strategy", show_default=True,
+              help="Paths the supernet trains on: the strategy's samples (coupled search), or uniform single "
+                   "paths (SPOS; needs --search-stage-steps).")
+@click.option("--search-stage-steps", type=int, default=0, show_default=True,
+              help="Ask/tell rounds on the trained, frozen supernet after the last epoch (two-stage search, "
+                   "e.g. --strategy evolution --train-sampler uniform --search-stage-steps 20).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--reward", type=click.Choice(["loss", "acc"]), default=None,
               help="Reward of a sampled arch on a validation batch: -loss or accuracy [default: acc for ddpnas "
@@ -64,7 +70,7 @@ from hwnas.cli._progress import SearchBar
 @json_option
 def search(space, strategy, latency_budget, flops_budget, latency_budgets, budget_quantile, penalty, penalty_weight, predictor, force, dataset, limit,
            epochs, warmup_epochs, samples_per_step, train_paths, arch_lr, switch_epoch, estimator, weight_estimator, lam,
-           batch_size, reward, seed, threads, out, resume, as_json):
+           train_sampler, search_stage_steps, batch_size, reward, seed, threads, out, resume, as_json):
     """Search the most accurate architecture within a latency or FLOPs budget.
 
     \b
@@ -97,7 +103,8 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
         budgets=budgets, budget_quantile=budget_quantile,
         penalty_weight=penalty_weight, predictor=predictor, force=force, reward=reward,
         samples_per_step=samples_per_step, train_paths=train_paths, arch_lr=arch_lr, switch_epoch=switch_epoch,
-        weight_estimator=weight_estimator, strategy_params=sparams,
+        weight_estimator=weight_estimator, strategy_params=sparams, train_sampler=train_sampler,
+        search_stage_steps=search_stage_steps,
         batch_size=batch_size, limit=limit, threads=threads, resume=resume,
     )
     if as_json:

@@ -128,6 +128,32 @@ class Strategy(abc.ABC):
         return "-"
 
 
+class DistributionViews:
+    """What every strategy holding ``self.dist`` (a ``CategoricalDistribution``) answers the
+    same way: probabilities, entropy, exact top-k, log-probability, sampling from it."""
+
+    is_distribution = True
+
+    def probs(self) -> list:
+        """Differentiable per-decision probability vectors (choices in space order)."""
+        return self.dist.probs()
+
+    def entropy(self) -> float:
+        return self.dist.entropy()
+
+    def ranked(self, k: int) -> list[Arch]:
+        return [a for a, _ in self.dist.top_k(k)]
+
+    def log_prob(self, arch: Arch) -> float:
+        import torch
+
+        with torch.no_grad():
+            return float(self.dist.log_prob([arch])[0])
+
+    def _propose(self, n: int) -> list[Arch]:
+        return self.dist.sample(n, self.rng)
+
+
 # -- registry (timm/torchvision style: duplicates refused, unknown names listed) -----
 _STRATEGIES: dict[str, type[Strategy]] = {}
 

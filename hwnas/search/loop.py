@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 REWARDS = ("loss", "acc")
 WEIGHT_ESTIMATORS = ("mean", "importance")
+TRAIN_SAMPLERS = ("strategy", "uniform")
 #: strategies whose papers rank by validation accuracy (their rules assume a reward in [0, 1])
 ACC_REWARD_STRATEGIES = ("ddpnas", "mdenas")
 # fields that may change between a run and its --resume
@@ -103,6 +104,13 @@ class SearchConfig:
     # fpnas: search epochs in the factorized phase before the switch to the joint distribution
     # (FP-NAS Sec. 5.3 ablates this epoch); None: half of the search epochs, rounded down
     switch_epoch: int | None = None
+    # who picks the paths the supernet trains on after warm-up: "strategy" (its samples: the
+    # coupled search of PARSEC / FP-NAS) or "uniform" (single-path one-shot, SPOS: the strategy
+    # learns only in the search stage, on the trained, frozen supernet)
+    train_sampler: str = "strategy"
+    # ask/tell rounds on the frozen supernet after the last epoch (0: none): the two-stage search
+    # of SPOS / GreedyNAS / BN-NAS, e.g. --strategy evolution --train-sampler uniform
+    search_stage_steps: int = 0
     # the supernet's gradient over the training paths: "mean" (plain average), or "importance"
     # (PARSEC: weights softmax(log-likelihood of the batch) per path; needs train_paths=0)
     weight_estimator: str = "mean"
@@ -147,6 +155,13 @@ class SearchConfig:
                 raise SearchError("budget_quantile applies to a latency budget (it uses the predictor's uncertainty)")
             if not 0.0 < float(self.budget_quantile) < 1.0:
                 raise SearchError(f"budget_quantile must be in (0, 1), e.g. 0.9, got {self.budget_quantile}")
+        if self.train_sampler not in TRAIN_SAMPLERS:
+            raise SearchError(f"train_sampler must be one of {valid_list(TRAIN_SAMPLERS)}, got {self.train_sampler!r}")
+        if int(self.search_stage_steps) < 0:
+            raise SearchError(f"search_stage_steps must be >= 0, got {self.search_stage_steps}")
+        if self.train_sampler == "uniform" and int(self.search_stage_steps) == 0:
+            raise SearchError("train_sampler='uniform' trains the supernet without asking the strategy: give "
+                              "search_stage_steps > 0 for the strategy to search the trained supernet")
         if self.weight_estimator not in WEIGHT_ESTIMATORS:
             raise SearchError(f"weight_estimator must be one of {valid_list(WEIGHT_ESTIMATORS)}, "
                               f"got {self.weight_estimator!r}")
@@ -370,6 +385,9 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -
                 }, ckpt_path.with_suffix(".tmp"))
                 ckpt_path.with_suffix(".tmp").replace(ckpt_path)
             emit({"stage": "epoch", "epoch": epoch + 1, "epochs": config.epochs})
+        # a kill in the search stage resumes from the last epoch's checkpoint and runs the whole
+        # stage again: it is seeded, so the result is the same
+        step = _search_stage(config, net, strategy, costs, data, vb, step, clock, log_f, emit)
     finally:
         if log_f is not None:
             log_f.close()
@@ -474,8 +492,6 @@ def _search_epoch(config: SearchConfig, space, net, optimizer, strategy, warm_rn
     one validation batch; returns the search-step counter."""
     import torch
 
-    from hwnas.nn.supernet_train import evaluate_arch
-
     xtr, ytr = data.train.tensors
     xva, yva = data.val.tensors
     n_train, n_val = len(data.train), len(yva)
@@ -484,40 +500,73 @@ def _search_epoch(config: SearchConfig, space, net, optimizer, strategy, warm_rn
     perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
     warm = epoch < config.warmup_epochs
     vperm = torch.randperm(n_val, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch + 500))
+    uniform = warm or config.train_sampler == "uniform"
     for b in range(steps_per_epoch):
         idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
         xb, yb = xtr[idx], ytr[idx]
-        if warm:
+        if uniform:
             paths = [space.sample(warm_rng)]
         else:
             archs = strategy.ask()
             paths = archs if config.train_paths == 0 else archs[:config.train_paths]
         train_loss = _supernet_step(config, net, optimizer, paths, xb, yb, warm)
-        if warm:
-            emit({"stage": "warmup", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch,
-                  "train_loss": train_loss})
+        if uniform:
+            emit({"stage": "warmup" if warm else "train", "epoch": epoch, "batch": b,
+                  "steps_per_epoch": steps_per_epoch, "train_loss": train_loss})
             continue
-        # rewards on one validation batch, shaped by the budget
         start = (b * vb) % max(n_val - vb + 1, 1)
-        vidx = vperm[start:start + vb]
-        losses, accs = zip(*(evaluate_arch(net, a, (xva[vidx], yva[vidx]), batch_size=vb) for a in archs))
-        losses, accs = np.asarray(losses), np.asarray(accs)
-        raw = -losses if config.reward_kind == "loss" else accs
-        arch_costs = costs.cost_fn(archs) if costs.cost_fn is not None else None
-        rewards = pen.shape_rewards(raw, arch_costs, costs.limit, config.penalty,
-                                    weight=config.penalty_weight, mnas_w=config.mnas_w, accuracy=accs)
-        step_penalty = costs.penalty_fn
-        if config.penalty == "logcost" and costs.budget is not None:
-            step_penalty = pen.log_cost_penalty(strategy.dist, archs, arch_costs, costs.limit, config.penalty_weight)
-        strategy.tell(archs, rewards, penalty=step_penalty)
         step += 1
-        rec = _step_record(strategy, step, epoch, archs, losses, accs, rewards, arch_costs, costs.budget,
-                           costs.expected_fn, costs.lat_fn, train_loss, cost_kind)
-        rec["time_s"] = round(clock(), 3)
-        if log_f is not None:
-            log_f.write(jsonutil.dumps(rec) + "\n")
-            log_f.flush()
+        rec = _strategy_step(config, net, strategy, costs, archs, (xva, yva), vperm[start:start + vb], vb, step,
+                             epoch, train_loss, cost_kind, clock, log_f)
         emit({"stage": "search", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch, **rec})
+    return step
+
+
+def _strategy_step(config: SearchConfig, net, strategy, costs: _Costs, archs, val, vidx, vb: int, step: int,
+                   epoch: int, train_loss, cost_kind, clock, log_f, stage: bool = False) -> dict:
+    """Rewards of ``archs`` on one validation batch, shaped by the budget, told to the strategy;
+    returns (and logs) the step's record."""
+    from hwnas.nn.supernet_train import evaluate_arch
+
+    xva, yva = val
+    losses, accs = zip(*(evaluate_arch(net, a, (xva[vidx], yva[vidx]), batch_size=vb) for a in archs))
+    losses, accs = np.asarray(losses), np.asarray(accs)
+    raw = -losses if config.reward_kind == "loss" else accs
+    arch_costs = costs.cost_fn(archs) if costs.cost_fn is not None else None
+    rewards = pen.shape_rewards(raw, arch_costs, costs.limit, config.penalty,
+                                weight=config.penalty_weight, mnas_w=config.mnas_w, accuracy=accs)
+    step_penalty = costs.penalty_fn
+    if config.penalty == "logcost" and costs.budget is not None:
+        step_penalty = pen.log_cost_penalty(strategy.dist, archs, arch_costs, costs.limit, config.penalty_weight)
+    strategy.tell(archs, rewards, penalty=step_penalty)
+    rec = _step_record(strategy, step, epoch, archs, losses, accs, rewards, arch_costs, costs.budget,
+                       costs.expected_fn, costs.lat_fn, train_loss, cost_kind)
+    rec["time_s"] = round(clock(), 3)
+    if stage:
+        rec["phase"] = "search stage" if rec["phase"] == "-" else f"search stage ({rec['phase']})"
+    if log_f is not None:
+        log_f.write(jsonutil.dumps(rec) + "\n")
+        log_f.flush()
+    return rec
+
+
+def _search_stage(config: SearchConfig, net, strategy, costs: _Costs, data, vb: int, step: int, clock, log_f,
+                  emit) -> int:
+    """``search_stage_steps`` ask/tell rounds on the frozen supernet (no weight update), on
+    validation batches in a seeded order; returns the step counter."""
+    import torch
+
+    xva, yva = data.val.tensors
+    n_val = len(yva)
+    cost_kind = None if costs.budget is None else costs.budget.kind
+    vperm = torch.randperm(n_val, generator=torch.Generator().manual_seed(config.seed * 1000 + 999))
+    for k in range(int(config.search_stage_steps)):
+        start = (k * vb) % max(n_val - vb + 1, 1)
+        step += 1
+        rec = _strategy_step(config, net, strategy, costs, strategy.ask(), (xva, yva), vperm[start:start + vb], vb,
+                             step, config.epochs, None, cost_kind, clock, log_f, stage=True)
+        emit({"stage": "search", "epoch": config.epochs, "batch": k, "steps_per_epoch": config.search_stage_steps,
+              **rec})
     return step
 
 
@@ -642,7 +691,7 @@ def _step_record(strategy, step, epoch, archs, losses, accs, rewards, costs, bud
 
     rec = {
         "step": step, "epoch": epoch, "k": len(archs), "archs_sampled": strategy.archs_sampled,
-        "phase": strategy.phase, "train_loss": round(train_loss, 5),
+        "phase": strategy.phase, "train_loss": None if train_loss is None else round(train_loss, 5),
         "loss": round(float(losses.mean()), 5), "acc": round(float(accs.mean()), 5),
         "reward": round(float(np.mean(rewards)), 5),
         "entropy": None, "top_arch": None, "expected_cost": None, "expected_latency_ms": None,

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from hwnas.errors import SearchError, valid_list
-from hwnas.search.base import PenaltyFn, Strategy, register_strategy
+from hwnas.search.base import DistributionViews, PenaltyFn, Strategy, register_strategy
 from hwnas.search.distribution import CategoricalDistribution
 from hwnas.space import Arch, SearchSpace
 
@@ -50,10 +50,9 @@ ESTIMATORS = ("importance", "reinforce")
 _ALIASES = {"normalised": "reinforce"}  # the earlier name of the REINFORCE estimator
 
 
-class DistributionStrategy(Strategy):
+class DistributionStrategy(DistributionViews, Strategy):
     """Shared machinery of the distribution strategies (PARSEC, FP-NAS)."""
 
-    is_distribution = True
     differentiable = True
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8,
@@ -77,29 +76,11 @@ class DistributionStrategy(Strategy):
         #: examples behind each reward: ``n * r`` is a log-likelihood (the loop sets it)
         self.likelihood_scale = 1.0
 
-    # -- distribution views ------------------------------------------------
-    def probs(self) -> list[torch.Tensor]:
-        """Differentiable per-decision probability vectors (choices in space order)."""
-        return self.dist.probs()
-
-    def entropy(self) -> float:
-        return self.dist.entropy()
-
     @property
     def phase(self) -> str:
         return "factorized" if self.dist.factorized else "joint"
 
-    def ranked(self, k: int) -> list[Arch]:
-        return [a for a, _ in self.dist.top_k(k)]
-
-    def log_prob(self, arch: Arch) -> float:
-        with torch.no_grad():
-            return float(self.dist.log_prob([arch])[0])
-
     # -- ask / tell ----------------------------------------------------------
-    def _propose(self, n: int) -> list[Arch]:
-        return self.dist.sample(n, self.rng)
-
     def _advantages(self, rewards: np.ndarray) -> np.ndarray:
         if self._baseline is None:
             self._baseline = float(rewards.mean())

@@ -12,16 +12,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hwnas.search.base import Strategy
+from hwnas.search.base import DistributionViews, Strategy
 from hwnas.search.distribution import CategoricalDistribution
-from hwnas.space import Arch, SearchSpace
+from hwnas.space import SearchSpace
 
 #: logit of a pruned choice: finite, so entropy and top-k stay NaN-free, and exp() is 0
 FLOOR = -1e4
 
 
-class ProbTableStrategy(Strategy):
-    is_distribution = True
+class ProbTableStrategy(DistributionViews, Strategy):
     differentiable = False
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 1):
@@ -38,23 +37,6 @@ class ProbTableStrategy(Strategy):
                 q = np.where(a, np.maximum(t, 0.0), 0.0)
                 q = q / q.sum() if q.sum() > 0 else a / a.sum()
                 p.copy_(torch.as_tensor(np.where(q > 0, np.log(np.maximum(q, 1e-300)), FLOOR)))
-
-    # -- distribution views ------------------------------------------------
-    def probs(self) -> list[torch.Tensor]:
-        return self.dist.probs()
-
-    def entropy(self) -> float:
-        return self.dist.entropy()
-
-    def ranked(self, k: int) -> list[Arch]:
-        return [a for a, _ in self.dist.top_k(k)]
-
-    def log_prob(self, arch: Arch) -> float:
-        with torch.no_grad():
-            return float(self.dist.log_prob([arch])[0])
-
-    def _propose(self, n: int) -> list[Arch]:
-        return self.dist.sample(n, self.rng)
 
     # -- persistence -------------------------------------------------------
     def state_dict(self) -> dict:

@@ -94,3 +94,23 @@ def test_seed_methods_run_in_the_loop_under_a_budget(tmp_path, micro_space, name
     assert res.flops <= budget and res.archs_sampled >= res.search_steps
     cfg = _micro_config(tmp_path, name + "_cfg", strategy=name)
     assert cfg.reward_kind == ("acc" if name in ("ddpnas", "mdenas") else "loss")
+
+
+def test_two_stage_spos_evolution_on_a_frozen_supernet(tmp_path, micro_space):
+    """Uniform single-path training, then 4 generations of evolution on the frozen supernet:
+    the supernet's weights do not move in the search stage, and the pick meets the budget."""
+    import torch
+
+    budget = _micro_budget(micro_space, 0.4)
+    cfg = _micro_config(tmp_path, "spos", strategy="evolution", flops_budget=budget, epochs=2, samples_per_step=6,
+                        train_sampler="uniform", search_stage_steps=4,
+                        strategy_params={"parents": 3, "mutations": 3, "crossovers": 3})
+    res = run_search(cfg)
+    recs = __import__("hwnas.search.loop", fromlist=["read_log"]).read_log(tmp_path / "spos" / "log.jsonl")
+    assert [r["phase"] for r in recs] == ["search stage"] * 4 and res.search_steps == 4
+    assert res.archs_sampled == 6 + 3 * 6 and res.flops <= budget
+    ck = torch.load(tmp_path / "spos" / "checkpoint.pt", weights_only=False)["supernet"]
+    final = torch.load(tmp_path / "spos" / "supernet.pt", weights_only=False)
+    assert all(torch.equal(ck[k], final[k]) for k in ck)  # the search stage only evaluates
+    with pytest.raises(SearchError, match="give search_stage_steps > 0"):
+        _micro_config(tmp_path, "x", strategy="evolution", train_sampler="uniform")
