@@ -27,6 +27,7 @@ from hwnas.predictors._encoding import DEFAULT_ENCODING, Encoding
 from hwnas.predictors._lut import LUTPredictor
 from hwnas.predictors._registry import create_predictor, register_predictor
 from hwnas.predictors._tabular import RidgePredictor
+from hwnas.predictors._uncertainty import fold_splits
 
 RESIDUAL_MODELS = ("xgb", "gbr", "rf", "ridge")
 
@@ -100,9 +101,7 @@ class HybridPredictor(Predictor):
             base._fit(idx, y_ms)
             return np.maximum(base._predict(idx), self.floor_ms_)
         out = np.empty(n)
-        perm = np.random.default_rng(self.seed + 31).permutation(n)
-        for part in np.array_split(perm, folds):
-            train = np.setdiff1d(perm, part)
+        for train, part in fold_splits(n, folds, self.seed + 31):
             base = self._new_base(self.base_kind_)
             base._fit(idx[train], y_ms[train])
             out[part] = base._predict(idx[part])

@@ -31,8 +31,9 @@ AUTO_CANDIDATES: dict[str, tuple[str, dict]] = {
     "ensemble": ("ensemble", {}),
     "hybrid": ("hybrid", {}),
 }
-#: ``--metric`` name -> (key of ``regression_metrics``, larger is better)
-METRICS = {"within10": ("within_10", True), "tau": ("kendall_tau", True), "mape": ("mape", False)}
+#: metric name (``--metric``, ``profile --until``) -> (key of ``regression_metrics``, larger is better)
+METRICS = {"within10": ("within_10", True), "within5": ("within_5", True), "tau": ("kendall_tau", True),
+           "mape": ("mape", False)}
 
 
 def candidate(label: str, table: dict | None = None) -> tuple[str, dict]:

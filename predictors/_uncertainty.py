@@ -30,6 +30,13 @@ from hwnas.errors import PredictorError
 LEVELS = (0.8, 0.95)
 
 
+def fold_splits(n: int, folds: int, seed: int):
+    """``(train rows sorted, held-out rows)`` of a seeded ``folds``-fold split of ``n`` rows."""
+    perm = np.random.default_rng(seed).permutation(n)
+    for part in np.array_split(perm, folds):
+        yield np.setdiff1d(perm, part), part
+
+
 def kfold_residuals(pred, idx: np.ndarray, y_ms: np.ndarray, folds: int) -> np.ndarray:
     """Out-of-fold ``log(y / predicted)`` of every row, from copies of ``pred`` (same
     hyper-parameters and seed) each fitted without its fold; empty when a fold would
@@ -37,10 +44,8 @@ def kfold_residuals(pred, idx: np.ndarray, y_ms: np.ndarray, folds: int) -> np.n
     n = len(idx)
     if folds < 2 or n < 2 * folds:
         return np.zeros(0)
-    perm = np.random.default_rng(pred.seed + 7919).permutation(n)
     r = np.empty(n)
-    for part in np.array_split(perm, folds):
-        train = np.setdiff1d(perm, part)
+    for train, part in fold_splits(n, folds, pred.seed + 7919):
         m = pred.clone()
         m.encoding_ = pred.encoding_
         m._fit(idx[train], y_ms[train])

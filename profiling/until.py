@@ -39,12 +39,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwnas.errors import ProfilingError, valid_list
+from hwnas.predictors._select import METRICS  # --until METRIC: the predictors' metric names
 
 logger = logging.getLogger(__name__)
 
-#: --until METRIC -> (key of ``cross_validate``'s dict, True if higher is better)
-METRICS = {"within10": ("within_10", True), "within5": ("within_5", True), "tau": ("kendall_tau", True),
-           "mape": ("mape", False)}
 FOLDS = 5
 MIN_ARCHS = 2 * FOLDS  # fewer stored archs are not judged (each fold's test set would be 1 arch)
 MIN_ROUNDS_FOR_FORECAST = 3
