@@ -50,15 +50,16 @@ def fit_score(name, space, archs, y, test_archs, test_y, seed, table=None, **par
 
     t0 = time.perf_counter()
     chosen = name
-    if name == "auto":
-        chosen, _ = select_model(space, archs, y, seed=seed, table=table)
+    if name.startswith("auto"):  # "auto" picks by within10, "auto:tau" / "auto:mape" by that metric
+        metric = name.partition(":")[2] or "within10"
+        chosen, _ = select_model(space, archs, y, seed=seed, table=table, metric=metric)
     p = build(chosen, space, seed, table, **params).fit(archs, y)
     fit_s = time.perf_counter() - t0
     m = regression_metrics(test_y, p.predict(test_archs))
     if len(p.residuals_) >= 2:
         m.update(coverage(p, test_archs, test_y))
     m["fit_s"] = fit_s
-    if name == "auto":
+    if name.startswith("auto"):
         m["picked"] = chosen
     return p, m
 
@@ -91,7 +92,7 @@ def learning_curve(space, pool, test, models, sizes, repeats, lut_table):
                 ms.append(m)
             keys = ("within_5", "within_10", "kendall_tau", "mape", "fit_s", "in_80", "in_95")
             row = {"model": name, "size": size, **{k: float(np.nanmean([m.get(k, np.nan) for m in ms])) for k in keys}}
-            if name == "auto":
+            if name.startswith("auto"):
                 row["picked"] = [m["picked"] for m in ms]
             rows.append(row)
             print(f"  lc {name:8s} n={size:4d} w10={row['within_10']:.3f} tau={row['kendall_tau']:.3f} "
@@ -134,7 +135,7 @@ def throughput(space, models, pool, lut_table, n=10_000):
     archs = [space.sample(np.random.default_rng(7 + i)) for i in range(n)]
     out = []
     for name in models:
-        if (name == "lut" and lut_table is None) or name == "auto":
+        if (name == "lut" and lut_table is None) or name.startswith("auto"):
             continue
         p = build(name, space, 0, lut_table).fit(pool[0][:200], pool[1][:200], uncertainty=False)
         best = min(_timed(lambda: p.predict(archs)) for _ in range(3))
@@ -193,7 +194,8 @@ def run_dataset(key, path, space, lut_table, args):
         res["encodings"] = encoding_study(space, pool, test, args.seed)
     res["learning_curve"] = learning_curve(space, pool, test, args.models, sizes, args.repeats, lut_table)
     act_sizes = [s for s in sizes if s <= args.active_max]
-    res["active"] = [r for name in args.active_models for r in active_curve(space, pool, test, name, act_sizes, args.seed)]
+    res["active"] = [r for name in args.active_models for r in active_curve(space, pool, test, name, act_sizes, args.seed)
+                     ] if act_sizes else []
     res["throughput"] = throughput(space, args.models, pool, lut_table)
     return res
 
@@ -259,9 +261,9 @@ def render(results: dict) -> str:
                 cells = {r["size"]: r[metric] for r in lc if r["model"] == m}
                 out.append(f"| {m} | " + " | ".join(f"{cells[s]:.3f}" if s in cells else "-" for s in sizes) + " |")
             out.append("")
-        picks = {r["size"]: r["picked"] for r in lc if r["model"] == "auto"}
-        if picks:
-            out.append("`auto` picked (one per repeat): " + "; ".join(
+        for label in dict.fromkeys(r["model"] for r in lc if r["model"].startswith("auto")):
+            picks = {r["size"]: r["picked"] for r in lc if r["model"] == label}
+            out.append(f"`{label}` picked (one per repeat): " + "; ".join(
                 f"n={n}: {', '.join(p)}" for n, p in picks.items()) + "\n")
         top = sizes[-1]
         cov = [r for r in lc if r["size"] == top and np.isfinite(r.get("in_80", np.nan))]

@@ -31,6 +31,9 @@ AUTO_CANDIDATES: dict[str, tuple[str, dict]] = {
     "ensemble": ("ensemble", {}),
     "hybrid": ("hybrid", {}),
 }
+#: ``auto``'s order of simplicity for the one-standard-error rule: tables first, then linear
+#: models, then trees and networks (ties within the rule go to the earlier one)
+SIMPLICITY = ("lut", "additive", "ridge", "ridge:raw", "gbr", "xgb", "ensemble", "hybrid", "mlp")
 #: metric name (``--metric``, ``profile --until``) -> (key of ``regression_metrics``, larger is better)
 METRICS = {"within10": ("within_10", True), "within5": ("within_5", True), "tau": ("kendall_tau", True),
            "mape": ("mape", False)}
@@ -69,14 +72,18 @@ def kfold_rows(n: int, folds: int, seed: int):
 
 
 def cross_validate(name: str, space, archs, latency_ms, *, folds: int = 5, seed: int = 0, **params) -> dict:
-    """Mean of ``regression_metrics`` over the folds (predictions pooled per fold)."""
+    """Mean of ``regression_metrics`` over the folds, and ``<metric>_se``: its standard error
+    (the folds' standard deviation over sqrt(folds))."""
     archs = list(archs)
     y = np.asarray(latency_ms, dtype=np.float64)
     scores = []
     for tr, te in kfold_rows(len(archs), folds, seed):
         p = create_predictor(name, space, seed=seed, **params).fit([archs[i] for i in tr], y[tr], uncertainty=False)
         scores.append(regression_metrics(y[te], p.predict([archs[i] for i in te])))
-    return {k: float(np.nanmean([s[k] for s in scores])) for k in scores[0] if k != "n"}
+    keys = [k for k in scores[0] if k != "n"]
+    out = {k: float(np.nanmean([s[k] for s in scores])) for k in keys}
+    out.update({f"{k}_se": float(np.nanstd([s[k] for s in scores], ddof=1) / np.sqrt(len(scores))) for k in keys})
+    return out
 
 
 def select_model(space, archs, latency_ms, *, candidates=None, folds: int = 5, seed: int = 0,
@@ -99,4 +106,9 @@ def select_model(space, archs, latency_ms, *, candidates=None, folds: int = 5, s
         main = np.nan_to_num(m[key], nan=-np.inf if larger else np.inf)
         return (main if larger else -main, np.nan_to_num(m["kendall_tau"], nan=-1), m["within_10"], -m["mape"])
 
-    return max(labels, key=score), table_rows
+    best = max(labels, key=score)
+    # the one-standard-error rule (Breiman et al. 1984, CART; Hastie et al., ESL 7.10): the first
+    # candidate, in order of simplicity, whose CV score is within one standard error of the best
+    bar = score(best)[0] - np.nan_to_num(table_rows[best][f"{key}_se"], nan=0.0)
+    simple_first = sorted(labels, key=lambda lb: SIMPLICITY.index(lb) if lb in SIMPLICITY else len(SIMPLICITY))
+    return next(lb for lb in simple_first if score(lb)[0] >= bar), table_rows

@@ -36,7 +36,8 @@ def train_predictor(data: LatencyData, space, model: str = "mlp", *, test_fracti
         model, chosen = candidate(label, layer_table)
         params = {**chosen, **params}
         report["model"], report["candidate"] = model, label
-        report["selected_by"] = f"{folds}-fold CV on the train split ({metric}, then kendall_tau)"
+        report["selected_by"] = (f"{folds}-fold CV on the train split: the simplest model within one standard error "
+                                 f"of the best {metric}")
     elif model == "hybrid" and layer_table:
         params["table"] = layer_table
     if model == "lut":

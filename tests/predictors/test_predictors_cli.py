@@ -125,7 +125,9 @@ def test_train_auto_from_csv_and_eval_device_check(tmp_path, capsys, micro_space
     assert code == 0, err
     rep = json.loads(stdout)
     assert rep["candidate"] in cands and list(rep["cv"]) == cands
-    assert rep["cv"][rep["candidate"]]["within_10"] == max(v["within_10"] for v in rep["cv"].values())
+    best = max(v["within_10"] for v in rep["cv"].values())
+    bar = best - next(v["within_10_se"] for v in rep["cv"].values() if v["within_10"] == best)
+    assert rep["cv"][rep["candidate"]]["within_10"] >= bar  # within one standard error of the best
     assert 0 <= rep["test_metrics"]["in_80"] <= 1 and 0 <= rep["test_metrics"]["in_95"] <= 1
     other = _write_csv(tmp_path / "other.csv", archs, y, device_id="999999999999")
     code, _, err = run(capsys, "predictor", "eval", str(out), "--csv", str(other))
