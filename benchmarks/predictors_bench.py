@@ -55,9 +55,10 @@ def fit_score(name, space, archs, y, test_archs, test_y, seed, table=None, **par
         chosen, _ = select_model(space, archs, y, seed=seed, table=table, metric=metric)
     p = build(chosen, space, seed, table, **params).fit(archs, y)
     fit_s = time.perf_counter() - t0
-    m = regression_metrics(test_y, p.predict(test_archs))
+    predicted = p.predict(test_archs)
+    m = regression_metrics(test_y, predicted)
     if len(p.residuals_) >= 2:
-        m.update(coverage(p, test_archs, test_y))
+        m.update(coverage(p, test_archs, test_y, predicted_ms=predicted))
     m["fit_s"] = fit_s
     if name.startswith("auto"):
         m["picked"] = chosen

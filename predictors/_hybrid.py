@@ -30,6 +30,7 @@ from hwnas.predictors._tabular import RidgePredictor
 from hwnas.predictors._uncertainty import fold_splits
 
 RESIDUAL_MODELS = ("xgb", "gbr", "rf", "ridge")
+OOF_FOLDS = 5  # folds of the table's out-of-fold predictions while the correction trains
 
 
 @register_predictor("additive")
@@ -83,25 +84,23 @@ class HybridPredictor(Predictor):
         # a linear table can dip below zero far from its data; a quarter of the fastest
         # measured arch is a floor no real arch of the space is below
         self.floor_ms_ = 0.25 * float(np.min(y_ms))
-        a = self._oof_additive(idx, y_ms)
         self.base_ = self._new_base(self.base_kind_, self.table)
         self.base_._fit(idx, y_ms)
+        # a measured table is not fitted to these archs (its in-sample prediction is honest);
+        # too few archs for folds: in-sample as well
+        in_sample = self.base_kind_ == "lut" or len(idx) < 2 * OOF_FOLDS
+        a = self._additive(idx) if in_sample else self._oof_additive(idx, y_ms)
         est = self._new_estimator()
         est.fit(self._features(idx, a), np.log(y_ms / a))
         self.estimator_ = est
 
-    def _oof_additive(self, idx, y_ms, folds: int = 5) -> np.ndarray:
+    def _oof_additive(self, idx, y_ms, folds: int = OOF_FOLDS) -> np.ndarray:
         """The table's prediction of each training arch from a table fitted without it
         (stacking, Wolpert 1992): in-sample, a table fitted to 300 archs with 150 one-hot
         columns already bends towards what it cannot model, and the correction would learn
         the small in-sample residuals instead of the real ones."""
-        n = len(idx)
-        if self.base_kind_ == "lut" or n < 2 * folds:  # a measured table is not fitted to these archs
-            base = self._new_base(self.base_kind_, self.table)
-            base._fit(idx, y_ms)
-            return np.maximum(base._predict(idx), self.floor_ms_)
-        out = np.empty(n)
-        for train, part in fold_splits(n, folds, self.seed + 31):
+        out = np.empty(len(idx))
+        for train, part in fold_splits(len(idx), folds, self.seed + 31):
             base = self._new_base(self.base_kind_)
             base._fit(idx[train], y_ms[train])
             out[part] = base._predict(idx[part])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from hwnas.errors import DataError, PredictorError
 
 from hwnas.predictors._data import LatencyData, split_rows
+from hwnas.predictors._metrics import regression_metrics
 from hwnas.predictors._registry import create_predictor, predictor_class
 from hwnas.predictors._select import candidate, metric_key, select_model
 from hwnas.predictors._uncertainty import coverage
@@ -46,9 +47,10 @@ def train_predictor(data: LatencyData, space, model: str = "mlp", *, test_fracti
                                  "'hwnas profile --layers' measured them")
         params["table"] = layer_table
     pred = create_predictor(model, space, seed=seed, **params).fit(list(train.archs), train.latency_ms)
-    metrics = pred.score(list(test.archs), test.latency_ms)
+    predicted = pred.predict(list(test.archs))
+    metrics = regression_metrics(test.latency_ms, predicted)
     if len(getattr(pred, "residuals_", ())) >= 2:
-        metrics.update(coverage(pred, list(test.archs), test.latency_ms))
+        metrics.update(coverage(pred, list(test.archs), test.latency_ms, predicted_ms=predicted))
     report["test_metrics"] = metrics
     pred.metrics_ = {"heldout": metrics, "n_test": len(test), "test_fraction": test_fraction, "seed": seed,
                      "source": data.source, **({"cv": report["cv"]} if "cv" in report else {})}

@@ -95,10 +95,11 @@ def prob_below(pred, mean_ms: np.ndarray, budget_ms: float) -> np.ndarray:
     return np.interp(z, r, (np.arange(n) + 0.5) / n, left=0.5 / n, right=1 - 0.5 / n)
 
 
-def coverage(pred, archs, latency_ms) -> dict:
-    """Share of measured latencies inside the 80% and 95% intervals (ideal: 0.80, 0.95)."""
+def coverage(pred, archs, latency_ms, *, predicted_ms=None) -> dict:
+    """Share of measured latencies inside the 80% and 95% intervals (ideal: 0.80, 0.95);
+    ``predicted_ms``: the predictions of ``archs`` where the caller has them already."""
     y = np.asarray(latency_ms, dtype=np.float64)
-    mean = pred.predict(archs)
+    mean = pred.predict(archs) if predicted_ms is None else np.asarray(predicted_ms, dtype=np.float64)
     out = {}
     for level in LEVELS:
         lo, hi = interval(pred, mean, level)

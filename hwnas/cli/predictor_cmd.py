@@ -166,23 +166,24 @@ def eval_cmd(path, db, csv_path, device, force, png, as_json):
     """Metrics of a saved predictor on measured data, with the coverage of its intervals.
 
     Archs the predictor was trained on are scored too (say so with a held-out set)."""
-    from hwnas.predictors import coverage, load_predictor, read_meta
+    from hwnas.predictors import coverage, load_predictor, read_meta, regression_metrics
 
     meta = read_meta(path)
     data = _load_data(db, csv_path, meta["space"], device)
     fp = data.fingerprint or ({"device_id": data.device_id} if data.device_id else None)
     pred = load_predictor(path, space=data.space, fingerprint=fp, force=force)
     archs = list(data.archs)
-    metrics = pred.score(archs, data.latency_ms)
+    predicted = pred.predict(archs)
+    metrics = regression_metrics(data.latency_ms, predicted)
     if len(getattr(pred, "residuals_", ())) >= 2:
-        metrics.update(coverage(pred, archs, data.latency_ms))
+        metrics.update(coverage(pred, archs, data.latency_ms, predicted_ms=predicted))
     seen = set(pred.train_archs_) & set(archs)
     out = {"predictor": str(path), "model": pred.name, "space": pred.space_name, "source": data.source,
            "device_id": data.device_id, "metrics": metrics, "n_trained_on": len(seen)}
     if png:
         from hwnas.predictors.plot import scatter_png
 
-        out["png"] = scatter_png(png, data.latency_ms, pred.predict(archs),
+        out["png"] = scatter_png(png, data.latency_ms, predicted,
                                  title=f"{pred.name} on {len(archs)} archs of {data.source}", metrics=metrics)
     if as_json:
         return echo_json(out)

@@ -467,7 +467,7 @@ def _make_strategy(config: SearchConfig, space, steps_per_epoch: int, costs: _Co
         sparams["switch_step"] = steps_per_epoch * switch_epoch(config)
     sparams.update(config.strategy_params)
     strategy = create_strategy(config.strategy, space, **sparams)
-    needs_grad = costs.penalty_fn is not None or (config.penalty == "logcost" and config_budget(config))
+    needs_grad = costs.penalty_fn is not None or (config.penalty == "logcost" and costs.budget is not None)
     if needs_grad and not strategy.differentiable:
         raise SearchError(f"the {config.penalty} penalty acts on a distribution's gradient (parsec, fpnas), "
                           f"which {config.strategy!r} has not: use --penalty hinge or mnas")
@@ -480,10 +480,6 @@ def _make_strategy(config: SearchConfig, space, steps_per_epoch: int, costs: _Co
                               "it needs reward='loss' (or estimator='reinforce' for accuracy rewards)")
         strategy.likelihood_scale = float(val_batch)  # n * mean log-likelihood = the batch's log-likelihood
     return strategy
-
-
-def config_budget(config: SearchConfig) -> bool:
-    return config.latency_budget_ms is not None or config.flops_budget is not None
 
 
 def _search_epoch(config: SearchConfig, space, net, optimizer, strategy, warm_rng, costs: _Costs, data, epoch: int,

@@ -60,7 +60,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from hwnas.errors import SearchError, valid_list
+from hwnas.errors import PredictorError, SearchError, valid_list
 from hwnas.space import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def latency_cost_fn(predictor, quantile: float | None = None) -> CostFn:
 
         try:
             factor = float(np.exp(np.quantile(residuals(predictor), float(quantile))))
-        except Exception as e:  # no residuals: say how to get them
+        except PredictorError as e:  # no residuals: say how to get them
             raise SearchError(f"--budget-quantile needs the predictor's uncertainty estimate: {e}") from None
 
     def fn(archs: Sequence[Arch]) -> np.ndarray:
