@@ -64,6 +64,13 @@ def cli(ctx, debug, verbose):
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _is_main_rank() -> bool:
+    """Rank 0 of a torchrun launch, or a plain process."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
 def main(argv=None) -> None:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
@@ -71,7 +78,8 @@ def main(argv=None) -> None:
     except HwnasError as e:
         if debug:
             raise
-        click.echo(f"error: {e}", err=True)
+        if not getattr(e, "shared", False) or _is_main_rank():  # a shared error: every rank has it, rank 0 says it
+            click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -65,12 +65,21 @@ from hwnas.cli._progress import SearchBar
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch CPU threads (0: torch's default; small per-path convs run best on one).")
+@click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda",
+              help="Where the supernet trains; under torchrun, cuda means one GPU per rank (NCCL).")
+@click.option("--rank-paths", type=click.Choice(["own", "shared"]), default="own", show_default=True,
+              help="Under torchrun: every rank trains its own sampled paths (N ranks, N times the paths a step), "
+                   "or all train rank 0's (one process with N times the batch).")
+@click.option("--grad-sync", type=click.Choice(["ddp", "allreduce"]), default="ddp", show_default=True,
+              help="Under torchrun: DistributedDataParallel (find_unused_parameters), or one flat all-reduce "
+                   "after the backward.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory, e.g. runs/NAME.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @json_option
 def search(space, strategy, latency_budget, flops_budget, latency_budgets, budget_quantile, penalty, penalty_weight, predictor, force, dataset, limit,
            epochs, warmup_epochs, samples_per_step, train_paths, arch_lr, switch_epoch, estimator, weight_estimator, lam,
-           train_sampler, search_stage_steps, batch_size, reward, seed, threads, out, resume, as_json):
+           train_sampler, search_stage_steps, batch_size, reward, seed, threads, device, rank_paths, grad_sync, out, resume,
+           as_json):
     """Search the most accurate architecture within a latency or FLOPs budget.
 
     \b
@@ -78,6 +87,11 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
       hwnas search --space tiny --flops-budget 4M --epochs 3 --out runs/f4m
       hwnas search --strategy fpnas --latency-budget 2ms --predictor pred.hwp --out runs/l2
       hwnas search --out runs/l2 --latency-budget 2ms --predictor pred.hwp --epochs 6 --resume
+
+    \b
+    Data-parallel (DDP; --batch-size is the batch of a step over all ranks):
+      torchrun --nproc-per-node 2 -m hwnas search --flops-budget 4M --out runs/ddp
+      torchrun --nproc-per-node 8 -m hwnas search --device cuda ... --out runs/ddp8
     """
     from hwnas.search import SearchConfig, parse_flops, parse_latency_ms, run_search
 
@@ -105,8 +119,14 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
         samples_per_step=samples_per_step, train_paths=train_paths, arch_lr=arch_lr, switch_epoch=switch_epoch,
         weight_estimator=weight_estimator, strategy_params=sparams, train_sampler=train_sampler,
         search_stage_steps=search_stage_steps,
-        batch_size=batch_size, limit=limit, threads=threads, resume=resume,
+        batch_size=batch_size, limit=limit, threads=threads, resume=resume, device=device, rank_paths=rank_paths,
+        grad_sync=grad_sync,
     )
+    from hwnas.distributed import env_world
+
+    if not env_world().is_main:  # ranks > 0 train and score; rank 0 reports
+        run_search(config)
+        return
     if as_json:
         result = run_search(config)
         return echo_json(result.to_dict())
@@ -143,6 +163,8 @@ def _summary(r) -> None:
         t.add_row(f"pick for {b['budget']:.4g}", f"{what}{cost}")
     if r.pareto_front:
         t.add_row("Pareto front", f"{r.pareto_front} archs (pareto.json, pareto.png)")
+    if r.world_size > 1:
+        t.add_row("ranks", f"{r.world_size} (torchrun)")
     t.add_row("wall time", f"{r.wall_time_s:.1f} s")
     t.add_row("run dir", str(r.out))
     console().print(t)

@@ -54,6 +54,7 @@ from hwnas.errors import ArchError
 from hwnas.nn._supernet_layers import SuperLayer, bn_tensors, conv_weight, reachable_channels
 from hwnas.nn.blocks import ConvBNAct, build_layer
 from hwnas.nn.model import Network
+from hwnas.nn.sync_bn import make_syncable
 from hwnas.nn.supernet_train import evaluate_arch, recalibrate_bn, train_supernet_epoch
 from hwnas.space import Arch, LayerPlan, NetPlan, SearchSpace, get_space, plan_arch
 
@@ -90,6 +91,7 @@ class Supernet(nn.Module):
         self.channels_last = bool(channels_last)
         self._bn_mode: str | None = None  # None: follow self.training; "batch"; "calib"
         self._calib_momentum = 1.0
+        self._sync_bn = False  # see synced_bn()
         self._plans: OrderedDict[Arch, NetPlan] = OrderedDict()
         self._active: Arch | None = None
         rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
@@ -102,6 +104,7 @@ class Supernet(nn.Module):
         stem = space.stem
         self.stem = ConvBNAct(space.in_channels, stem.channels, stem.kernel, stem.stride)
         self.stem[0].weight = conv_weight(stem.channels, space.in_channels, stem.kernel)
+        make_syncable(_bns(self.stem))
         ins = reachable_channels(space)
         self.slots = nn.ModuleList(SuperLayer(layer, chans) for layer, chans in zip(space.layers, ins))
         last_max = max(ins[-1])
@@ -199,13 +202,23 @@ class Supernet(nn.Module):
         return state
 
     # -- BatchNorm modes (see the module docstring) ----------------------------
-    def _bn_state(self) -> tuple[bool, bool, float | None]:
-        """(BN training flag, track running stats, momentum) for the current mode."""
+    def _bn_state(self) -> tuple[bool, bool, float | None, bool]:
+        """(BN training flag, track running stats, momentum, sync over ranks) for the current mode."""
         if self._bn_mode == "batch":
-            return True, False, self.bn_momentum
+            return True, False, self.bn_momentum, False
         if self._bn_mode == "calib":
-            return True, True, self._calib_momentum
-        return self.training, True, self.bn_momentum
+            return True, True, self._calib_momentum, False
+        return self.training, True, self.bn_momentum, self._sync_bn and self.training
+
+    @contextlib.contextmanager
+    def synced_bn(self):
+        """Within this block a training forward normalises with the batch statistics of the
+        images of all ranks (``hwnas.nn.sync_bn``); every rank must run the same path."""
+        old, self._sync_bn = self._sync_bn, True
+        try:
+            yield self
+        finally:
+            self._sync_bn = old
 
     @contextlib.contextmanager
     def batch_stats(self):
@@ -240,11 +253,12 @@ def _bns(module: nn.Module) -> tuple[nn.BatchNorm2d, ...]:
     return tuple(m for m in module.modules() if isinstance(m, nn.BatchNorm2d))
 
 
-def _set_bn(bns, training: bool, track: bool, momentum: float | None) -> None:
+def _set_bn(bns, training: bool, track: bool, momentum: float | None, sync: bool) -> None:
     for bn in bns:
         bn.training = training
         bn.track_running_stats = track
         bn.momentum = momentum
+        bn.sync = sync
 
 
 @lru_cache(maxsize=8192)
@@ -252,6 +266,7 @@ def _template(p: LayerPlan) -> tuple[nn.Module, tuple[nn.BatchNorm2d, ...]]:
     """The ``hwnas.nn.blocks`` module of one layer shape, on the meta device (no memory)."""
     with torch.device("meta"):
         module = build_layer(p)
+    make_syncable(_bns(module))
     return module, _bns(module)
 
 
@@ -259,4 +274,5 @@ def _template(p: LayerPlan) -> tuple[nn.Module, tuple[nn.BatchNorm2d, ...]]:
 def _head_template(cin: int, cout: int) -> tuple[nn.Module, tuple[nn.BatchNorm2d, ...]]:
     with torch.device("meta"):
         module = ConvBNAct(cin, cout, 1)
+    make_syncable(_bns(module))
     return module, _bns(module)

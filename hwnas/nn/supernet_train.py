@@ -40,7 +40,7 @@ def train_supernet_epoch(net, loader: Iterable, optimizer: torch.optim.Optimizer
         if max_batches is not None and steps >= max_batches:
             break
         net.set_active_subnet(sample_fn())
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device, _dtype(net)), y.to(device)
         logits = net(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -89,7 +89,7 @@ def evaluate_arch(net, arch, data, max_batches: int | None = None, *, bn: str = 
                     break
                 if bn == "batch" and len(y) < 2 and seen:  # a trailing 1-image batch has no batch statistics
                     continue
-                x, y = x.to(device), y.to(device)
+                x, y = x.to(device, _dtype(net)), y.to(device)
                 logits = net(x, arch)
                 total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())
@@ -114,7 +114,7 @@ def recalibrate_bn(net, arch, loader, batches: int = 20, *, batch_size: int = 25
             if t >= batches:
                 break
             net.set_calibration_step(t)
-            net(x.to(device), arch)
+            net(x.to(device, _dtype(net)), arch)
             used += 1
     if used == 0:
         raise DataError("BN recalibration got no batches from its loader")
@@ -135,3 +135,8 @@ def iter_batches(data, batch_size: int = 256):
 
 def _device(net) -> torch.device:
     return next(net.parameters()).device
+
+
+def _dtype(net) -> torch.dtype:
+    """The supernet's float type (float64 in the data-parallel equivalence test): images follow it."""
+    return next(net.parameters()).dtype

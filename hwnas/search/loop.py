@@ -37,6 +37,7 @@ checkpoint's last step, so no step appears twice); data order depends only on
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -62,7 +63,9 @@ TRAIN_SAMPLERS = ("strategy", "uniform")
 #: strategies whose papers rank by validation accuracy (their rules assume a reward in [0, 1])
 ACC_REWARD_STRATEGIES = ("ddpnas", "mdenas")
 # fields that may change between a run and its --resume
-_RESUMABLE = {"epochs", "resume", "out", "threads", "force"}
+_RESUMABLE = {"epochs", "resume", "out", "threads", "force", "device", "grad_sync"}
+#: under torchrun, which paths rank r > 0 trains: its own draws, or rank 0's (see ``_rank_paths``)
+RANK_PATHS = ("own", "shared")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,15 @@ class SearchConfig:
     strategy_params: dict = field(default_factory=dict)
     threads: int | None = 1  # torch CPU threads; None: torch's default (see run_search)
     resume: bool = False
+    # "cpu" or "cuda" (under torchrun: cuda:LOCAL_RANK, one GPU per rank, NCCL)
+    device: str = "cpu"
+    # data-parallel runs (torchrun, ``hwnas.distributed``): "own": every rank trains its own
+    # paths, drawn from the same distribution (N ranks train N times the paths a step);
+    # "shared": every rank trains rank 0's paths (exactly one process with N times the batch)
+    rank_paths: str = "own"
+    # how the ranks' gradients are averaged: "ddp" (DistributedDataParallel,
+    # find_unused_parameters) or "allreduce" (one flat all-reduce after the backward)
+    grad_sync: str = "ddp"
 
     def __post_init__(self):
         if self.epochs < 1 or self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
@@ -167,6 +179,14 @@ class SearchConfig:
                               f"got {self.weight_estimator!r}")
         if self.weight_estimator == "importance" and int(self.train_paths) != 0:
             raise SearchError("weight_estimator='importance' weights every sampled path: it needs train_paths=0")
+        if self.device != "cpu" and self.device != "cuda" and not str(self.device).startswith("cuda:"):
+            raise SearchError(f"device must be cpu or cuda (cuda:N), got {self.device!r}")
+        if self.rank_paths not in RANK_PATHS:
+            raise SearchError(f"rank_paths must be one of {valid_list(RANK_PATHS)}, got {self.rank_paths!r}")
+        from hwnas.distributed import GRAD_SYNCS
+
+        if self.grad_sync not in GRAD_SYNCS:
+            raise SearchError(f"grad_sync must be one of {valid_list(GRAD_SYNCS)}, got {self.grad_sync!r}")
 
     @property
     def reward_kind(self) -> str:
@@ -211,6 +231,7 @@ class SearchResult:
     per_budget: list | None = None
     pareto_front: int | None = None  # archs on the front (pareto.json)
     budget_quantile: float | None = None
+    world_size: int = 1  # ranks that trained the supernet (torchrun); 1: one process
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -310,40 +331,74 @@ def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = N
     """Run (or resume) one search; see the module docstring.
 
     torch runs with ``config.threads`` threads (one by default: the supernet's small per-path
-    convs ran 5x slower with two on a loaded 2-vCPU machine) and gets its setting back after."""
+    convs ran 5x slower with two on a loaded 2-vCPU machine) and gets its setting back after.
+    Under ``torchrun`` every rank calls this; they join one process group (``hwnas.distributed``)
+    and return the same result, and only rank 0 writes files or calls ``progress``."""
+    from hwnas.distributed import process_group
     from hwnas.torch_threads import torch_threads
 
-    with torch_threads(config.threads):
-        return _run_search(config, progress)
+    with torch_threads(config.threads), process_group(config.device) as world:
+        return _run_search(config, progress if world.is_main else None, world)
 
 
-def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -> SearchResult:
-    import torch
+@dataclass
+class _Run:
+    """What the setup of a run produced (the same on every rank)."""
 
+    space: object
+    res: int
+    cost_res: int | None
+    costs: "_Costs"
+    data: object
+    steps_per_epoch: int
+    val_batch: int
+    strategy: object
+
+
+def _setup(config: SearchConfig, out: Path | None, world) -> _Run:
+    """Check the budget, load the data and make the strategy; every user error is raised here,
+    before any training (and, on rank 0, before any file but ``config.json``)."""
     from hwnas.data import load_dataset
-    from hwnas.nn.supernet import Supernet
     from hwnas.space import get_space
 
+    if config.batch_size % world.size:
+        lower = config.batch_size // world.size * world.size
+        near = ", ".join(str(m) for m in (lower, lower + world.size) if m > 0)
+        raise SearchError(f"batch_size={config.batch_size} is one step's batch over all {world.size} ranks and must "
+                          f"be a multiple of the world size; valid nearby: {near}")
     space = get_space(config.space)
-    out = Path(config.out) if config.out else None
-    checkpoint = _open_run(config, out)
     res = config.resolution or (max(space.resolutions) if space.searchable_resolution else space.default_resolution)
     cost_res = None if space.searchable_resolution else int(res)
-
     costs = _budget_costs(config, space, cost_res)
-    if out is not None:  # the budget is sane: from here on the run leaves files
+    if out is not None and world.is_main:  # the budget is sane: from here on the run leaves files
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "config.json", config.to_dict())
     data = load_dataset(config.dataset, int(res), seed=config.seed, limit=config.limit,
                         test_fraction=config.test_fraction)
-    ncls = data.num_classes
-    _data_costs(costs, config, space, cost_res, ncls)
-
-    # -- strategy, supernet, optimizer ------------------------------------------------
+    _data_costs(costs, config, space, cost_res, data.num_classes)
     steps_per_epoch = max(1, len(data.train) // config.batch_size)
     vb = min(config.val_batch_size, len(data.val.tensors[1]))
     strategy = _make_strategy(config, space, steps_per_epoch, costs, vb)
-    net = Supernet(space, ncls, int(res), seed=config.seed)
+    return _Run(space, int(res), cost_res, costs, data, steps_per_epoch, vb, strategy)
+
+
+def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None, world) -> SearchResult:
+    import torch
+
+    from hwnas.distributed import (agree, broadcast_buffers, broadcast_object, check_identical, rank_device,
+                                   wrap_for_training)
+    from hwnas.nn.supernet import Supernet
+
+    out = Path(config.out) if config.out else None
+    # rank 0 reads the checkpoint and hands it to the others (nodes need not share a disk)
+    checkpoint = agree(world, lambda: _open_run(config, out), main_only=True)
+    run = agree(world, lambda: _setup(config, out, world))
+    space, costs, data, strategy = run.space, run.costs, run.data, run.strategy
+    steps_per_epoch, vb = run.steps_per_epoch, run.val_batch
+
+    # -- supernet, optimizer ----------------------------------------------------------
+    device = rank_device(config.device, world)
+    net = Supernet(space, data.num_classes, run.res, seed=config.seed).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
     warm_rng = np.random.default_rng(config.seed + 7919)
@@ -355,10 +410,13 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -
         warm_rng.bit_generator.state = checkpoint["warm_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
         start_epoch, step, elapsed = checkpoint["epoch"], checkpoint["step"], checkpoint["elapsed_s"]
-        _truncate_log(out / "log.jsonl", step)
-        log.info("resuming %s at epoch %d (step %d)", out, start_epoch, step)
-    elif out is not None and (out / "log.jsonl").exists():
+        if world.is_main:
+            _truncate_log(out / "log.jsonl", step)
+            log.info("resuming %s at epoch %d (step %d; written by %d rank(s), now %d)", out, start_epoch, step,
+                     checkpoint.get("world_size", 1), world.size)
+    elif out is not None and world.is_main and (out / "log.jsonl").exists():
         (out / "log.jsonl").unlink()
+    train_net = wrap_for_training(net, world, config.grad_sync, device)
 
     t_start = time.perf_counter()
 
@@ -369,16 +427,19 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -
         if progress is not None:
             progress(event)
 
-    log_f = open(out / "log.jsonl", "a") if out is not None else None
+    loop = _Loop(config, world, space, net, train_net, optimizer, strategy, costs, data, steps_per_epoch, vb,
+                 clock, emit)
+    loop.log_f = open(out / "log.jsonl", "a") if out is not None and world.is_main else None
     try:
         for epoch in range(start_epoch, config.epochs):
-            step = _search_epoch(config, space, net, optimizer, strategy, warm_rng, costs, data, epoch,
-                                 steps_per_epoch, vb, step, clock, log_f, emit)
-            if out is not None:
+            step = _search_epoch(loop, warm_rng, epoch, step)
+            broadcast_buffers(net, world)  # BN running statistics: rank 0's, before they are saved
+            check_identical(strategy.state_dict(), world, "distribution states")
+            if out is not None and world.is_main:
                 ckpt_path = out / "checkpoint.pt"
                 torch.save({
                     "config": config.to_dict(), "epoch": epoch + 1, "step": step,
-                    "elapsed_s": clock(),
+                    "elapsed_s": clock(), "world_size": world.size,
                     "supernet": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "strategy": strategy.state_dict(), "warm_rng": warm_rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(),
@@ -387,11 +448,45 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -
             emit({"stage": "epoch", "epoch": epoch + 1, "epochs": config.epochs})
         # a kill in the search stage resumes from the last epoch's checkpoint and runs the whole
         # stage again: it is seeded, so the result is the same
-        step = _search_stage(config, net, strategy, costs, data, vb, step, clock, log_f, emit)
+        step = _search_stage(loop, step)
     finally:
-        if log_f is not None:
-            log_f.close()
-    return _final_result(config, space, net, strategy, costs, data, cost_res, vb, step, clock, out)
+        if loop.log_f is not None:
+            loop.log_f.close()
+    # every rank returns rank 0's result (the same but for its own clock)
+    return broadcast_object(_final_result(loop, run.cost_res, step, out), world)
+
+
+@dataclass
+class _Loop:
+    """The state one search step reads: the run's pieces, this rank's place, the log."""
+
+    config: SearchConfig
+    world: object  # hwnas.distributed.World
+    space: object
+    net: object  # the supernet (scoring, checkpoints)
+    train_net: object  # what a training step calls: the supernet, or its DDP wrapper
+    optimizer: object
+    strategy: object
+    costs: "_Costs"
+    data: object
+    steps_per_epoch: int
+    vb: int
+    clock: Callable[[], float]
+    emit: Callable[[dict], None]
+    log_f: object = None
+
+    def evaluate(self, archs, x, y, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Loss and accuracy of each arch on ``(x, y)`` with the shared weights; the ranks
+        split the archs between them and gather the results (every rank gets all of them)."""
+        from hwnas.distributed import all_gather_object
+        from hwnas.nn.supernet_train import evaluate_arch
+
+        w = self.world
+        mine = [(i, *evaluate_arch(self.net, archs[i], (x, y), batch_size=batch_size))
+                for i in range(w.rank, len(archs), w.size)]
+        scored = sorted(r for part in all_gather_object(mine, w) for r in part)
+        return (np.asarray([r[1] for r in scored], dtype=np.float64),
+                np.asarray([r[2] for r in scored], dtype=np.float64))
 
 
 def _open_run(config: SearchConfig, out: Path | None) -> dict | None:
@@ -482,51 +577,84 @@ def _make_strategy(config: SearchConfig, space, steps_per_epoch: int, costs: _Co
     return strategy
 
 
-def _search_epoch(config: SearchConfig, space, net, optimizer, strategy, warm_rng, costs: _Costs, data, epoch: int,
-                  steps_per_epoch: int, vb: int, step: int, clock, log_f, emit) -> int:
+def _search_epoch(loop: _Loop, warm_rng, epoch: int, step: int) -> int:
     """One epoch: a supernet step per training batch, plus (after warm-up) a strategy step on
-    one validation batch; returns the search-step counter."""
-    import torch
+    one validation batch; returns the search-step counter.
 
-    xtr, ytr = data.train.tensors
-    xva, yva = data.val.tensors
-    n_train, n_val = len(data.train), len(yva)
-    cost_kind = None if costs.budget is None else costs.budget.kind
-    net.train()
-    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+    The batch of a step is ``batch_size`` images over all ranks: ``DistributedSampler`` gives
+    rank r every world-size-th image of the epoch's permutation, so the ranks' shards of step b
+    together are exactly the single-process batch b (with one rank, the same permutation as
+    before the data-parallel search existed)."""
+    import torch
+    from torch.utils.data import DistributedSampler
+
+    config, world, space, strategy = loop.config, loop.world, loop.space, loop.strategy
+    xtr, ytr = loop.data.train.tensors
+    yva = loop.data.val.tensors[1]
+    n_val, vb = len(yva), loop.vb
+    loop.net.train()
+    sampler = DistributedSampler(loop.data.train, num_replicas=world.size, rank=world.rank, shuffle=True,
+                                 seed=config.seed * 1000)
+    sampler.set_epoch(epoch)
+    mine = torch.as_tensor(list(sampler))
+    per_rank = config.batch_size // world.size
     warm = epoch < config.warmup_epochs
     vperm = torch.randperm(n_val, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch + 500))
     uniform = warm or config.train_sampler == "uniform"
-    for b in range(steps_per_epoch):
-        idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
-        xb, yb = xtr[idx], ytr[idx]
+    for b in range(loop.steps_per_epoch):
+        idx = mine[b * per_rank:(b + 1) * per_rank]
         if uniform:
-            paths = [space.sample(warm_rng)]
+            archs = None
+            paths = [space.sample(warm_rng)]  # every rank draws rank 0's path, so warm_rng stays replicated
         else:
             archs = strategy.ask()
             paths = archs if config.train_paths == 0 else archs[:config.train_paths]
-        train_loss = _supernet_step(config, net, optimizer, paths, xb, yb, warm)
+        paths = _rank_paths(loop, paths, archs, epoch, b)
+        sync_bn = world.active and _same_paths_on_all_ranks(config, archs)
+        train_loss = _supernet_step(loop, paths, xtr[idx], ytr[idx], warm, sync_bn=sync_bn)
         if uniform:
-            emit({"stage": "warmup" if warm else "train", "epoch": epoch, "batch": b,
-                  "steps_per_epoch": steps_per_epoch, "train_loss": train_loss})
+            loop.emit({"stage": "warmup" if warm else "train", "epoch": epoch, "batch": b,
+                       "steps_per_epoch": loop.steps_per_epoch, "train_loss": train_loss})
             continue
         start = (b * vb) % max(n_val - vb + 1, 1)
         step += 1
-        rec = _strategy_step(config, net, strategy, costs, archs, (xva, yva), vperm[start:start + vb], vb, step,
-                             epoch, train_loss, cost_kind, clock, log_f)
-        emit({"stage": "search", "epoch": epoch, "batch": b, "steps_per_epoch": steps_per_epoch, **rec})
+        rec = _strategy_step(loop, archs, vperm[start:start + vb], step, epoch, train_loss)
+        loop.emit({"stage": "search", "epoch": epoch, "batch": b, "steps_per_epoch": loop.steps_per_epoch, **rec})
     return step
 
 
-def _strategy_step(config: SearchConfig, net, strategy, costs: _Costs, archs, val, vidx, vb: int, step: int,
-                   epoch: int, train_loss, cost_kind, clock, log_f, stage: bool = False) -> dict:
-    """Rewards of ``archs`` on one validation batch, shaped by the budget, told to the strategy;
-    returns (and logs) the step's record."""
-    from hwnas.nn.supernet_train import evaluate_arch
+def _rank_paths(loop: _Loop, paths: list, archs: list | None, epoch: int, batch: int) -> list:
+    """The paths this rank trains on: rank 0's ``paths`` on rank 0 (and on every rank with
+    ``rank_paths='shared'``, or when every sampled arch trains: ``train_paths=0``); otherwise
+    rank r draws as many of its own from the same distribution, with a generator seeded by
+    (seed, epoch, batch, rank), so the draws need no state and survive a resume with another
+    world size.  Uniform training (warm-up, ``train_sampler='uniform'``) draws uniformly;
+    a strategy without a distribution (random, evolution) lends rank r the next ones of its
+    own proposals."""
+    config, world = loop.config, loop.world
+    if world.is_main or _same_paths_on_all_ranks(config, archs):
+        return paths
+    rng = np.random.default_rng([config.seed, epoch, batch, world.rank])
+    if archs is None:
+        return [loop.space.sample(rng) for _ in paths]
+    if loop.strategy.is_distribution:
+        return loop.strategy.dist.sample(len(paths), rng)
+    return [archs[(world.rank * len(paths) + j) % len(archs)] for j in range(len(paths))]
 
-    xva, yva = val
-    losses, accs = zip(*(evaluate_arch(net, a, (xva[vidx], yva[vidx]), batch_size=vb) for a in archs))
-    losses, accs = np.asarray(losses), np.asarray(accs)
+
+def _same_paths_on_all_ranks(config: SearchConfig, archs: list | None) -> bool:
+    """Whether every rank trains rank 0's paths this step (then BN can use all ranks' images)."""
+    return config.rank_paths == "shared" or (archs is not None and config.train_paths == 0)
+
+
+def _strategy_step(loop: _Loop, archs, vidx, step: int, epoch: int, train_loss, stage: bool = False) -> dict:
+    """Rewards of ``archs`` on one validation batch, shaped by the budget, told to the strategy;
+    returns (and, on rank 0, logs) the step's record.  Every rank scores its share of the archs,
+    gathers all the rewards and applies the same update, so the ranks' distributions stay
+    identical (checked every epoch) without broadcasting them."""
+    config, costs, strategy = loop.config, loop.costs, loop.strategy
+    xva, yva = loop.data.val.tensors
+    losses, accs = loop.evaluate(archs, xva[vidx], yva[vidx], loop.vb)
     raw = -losses if config.reward_kind == "loss" else accs
     arch_costs = costs.cost_fn(archs) if costs.cost_fn is not None else None
     rewards = pen.shape_rewards(raw, arch_costs, costs.limit, config.penalty,
@@ -535,80 +663,121 @@ def _strategy_step(config: SearchConfig, net, strategy, costs: _Costs, archs, va
     if config.penalty == "logcost" and costs.budget is not None:
         step_penalty = pen.log_cost_penalty(strategy.dist, archs, arch_costs, costs.limit, config.penalty_weight)
     strategy.tell(archs, rewards, penalty=step_penalty)
+    cost_kind = None if costs.budget is None else costs.budget.kind
     rec = _step_record(strategy, step, epoch, archs, losses, accs, rewards, arch_costs, costs.budget,
                        costs.expected_fn, costs.lat_fn, train_loss, cost_kind)
-    rec["time_s"] = round(clock(), 3)
+    rec["time_s"] = round(loop.clock(), 3)
     if stage:
         rec["phase"] = "search stage" if rec["phase"] == "-" else f"search stage ({rec['phase']})"
-    if log_f is not None:
-        log_f.write(jsonutil.dumps(rec) + "\n")
-        log_f.flush()
+    if loop.log_f is not None:
+        loop.log_f.write(jsonutil.dumps(rec) + "\n")
+        loop.log_f.flush()
     return rec
 
 
-def _search_stage(config: SearchConfig, net, strategy, costs: _Costs, data, vb: int, step: int, clock, log_f,
-                  emit) -> int:
+def _search_stage(loop: _Loop, step: int) -> int:
     """``search_stage_steps`` ask/tell rounds on the frozen supernet (no weight update), on
     validation batches in a seeded order; returns the step counter."""
     import torch
 
-    xva, yva = data.val.tensors
-    n_val = len(yva)
-    cost_kind = None if costs.budget is None else costs.budget.kind
+    config, vb = loop.config, loop.vb
+    n_val = len(loop.data.val.tensors[1])
     vperm = torch.randperm(n_val, generator=torch.Generator().manual_seed(config.seed * 1000 + 999))
     for k in range(int(config.search_stage_steps)):
         start = (k * vb) % max(n_val - vb + 1, 1)
         step += 1
-        rec = _strategy_step(config, net, strategy, costs, strategy.ask(), (xva, yva), vperm[start:start + vb], vb,
-                             step, config.epochs, None, cost_kind, clock, log_f, stage=True)
-        emit({"stage": "search", "epoch": config.epochs, "batch": k, "steps_per_epoch": config.search_stage_steps,
-              **rec})
+        rec = _strategy_step(loop, loop.strategy.ask(), vperm[start:start + vb], step, config.epochs, None,
+                             stage=True)
+        loop.emit({"stage": "search", "epoch": config.epochs, "batch": k,
+                   "steps_per_epoch": config.search_stage_steps, **rec})
     return step
 
 
-def _supernet_step(config: SearchConfig, net, optimizer, paths, xb, yb, warm: bool) -> float:
-    """One SGD step on a training batch over ``paths``; returns the (weighted) training loss.
+def _supernet_step(loop: _Loop, paths, xb, yb, warm: bool, sync_bn: bool = False) -> float:
+    """One SGD step on a training batch over ``paths``; returns the (weighted) training loss
+    of this rank's shard.
 
     ``weight_estimator="mean"``: the plain mean of the paths' losses (they are samples of the
     distribution, so it estimates ``E_alpha[loss]``).  ``"importance"``: PARSEC's weight
     gradient, ``sum_k omega_k grad loss_k`` with ``omega = softmax(-n * loss)``, the paths'
-    self-normalised likelihoods of the batch (``n`` its size), held fixed."""
-    import torch
+    self-normalised likelihoods of the batch (``n`` its size), held fixed; under torchrun the
+    paths' losses are averaged over the ranks first, so omega is the whole batch's.
+
+    With ``sync_bn`` (every rank trains the same paths) BN normalises over the images of all
+    ranks (``Supernet.synced_bn``), so N ranks of B images compute what one process does with
+    N*B; otherwise over this rank's shard.  Gradients are averaged over the ranks by DDP
+    (inside ``backward``; a rank's paths then run in one backward, since DDP reduces once per
+    backward) or, with ``grad_sync='allreduce'``, by one all-reduce after the per-path backwards."""
     import torch.nn.functional as F
 
-    optimizer.zero_grad()
-    if warm or config.weight_estimator == "mean" or len(paths) == 1:
-        train_loss = 0.0
-        for a in paths:  # one backward per path keeps one path's activations in memory
-            loss = F.cross_entropy(net(xb, a), yb) / len(paths)
-            loss.backward()
-            train_loss += float(loss.detach())
-    else:
-        losses = torch.stack([F.cross_entropy(net(xb, a), yb) for a in paths])
-        omega = torch.softmax(-len(yb) * losses.detach(), 0)
-        loss = (omega * losses).sum()
-        loss.backward()
-        train_loss = float(loss.detach())
-    optimizer.step()
+    from hwnas.distributed import average_gradients
+
+    world, net = loop.world, loop.net
+    param = next(net.parameters())
+    xb, yb = xb.to(param.device, param.dtype), yb.to(param.device)
+    ddp = loop.train_net is not net
+
+    def path_loss(a):
+        net.set_active_subnet(a)
+        return F.cross_entropy(loop.train_net(xb), yb)
+
+    loop.optimizer.zero_grad()
+    with net.synced_bn() if sync_bn else contextlib.nullcontext():
+        train_loss = _backward(loop, paths, path_loss, len(yb), warm, ddp)
+    if not ddp:
+        average_gradients(net.parameters(), world)
+    loop.optimizer.step()
     return train_loss
 
 
-def _final_result(config: SearchConfig, space, net, strategy, costs: _Costs, data, cost_res: int | None, vb: int,
-                  step: int, clock, out: Path | None) -> SearchResult:
-    """Pick the final arch (``penalty.select_final``), measure it, and write the run's result files."""
+def _backward(loop: _Loop, paths, path_loss, n: int, warm: bool, ddp: bool) -> float:
+    """The backward pass(es) of ``_supernet_step``; returns this rank's training loss."""
+    import torch
+
+    config, world = loop.config, loop.world
+    if warm or config.weight_estimator == "mean" or len(paths) == 1:
+        if ddp:
+            loss = sum(path_loss(a) for a in paths) / len(paths)
+            loss.backward()
+            train_loss = float(loss.detach())
+        else:
+            train_loss = 0.0
+            for a in paths:  # one backward per path keeps one path's activations in memory
+                loss = path_loss(a) / len(paths)
+                loss.backward()
+                train_loss += float(loss.detach())
+    else:
+        losses = torch.stack([path_loss(a) for a in paths])
+        batch_losses = losses.detach().clone()
+        if world.active:
+            import torch.distributed as dist
+
+            dist.all_reduce(batch_losses)
+            batch_losses /= world.size
+        omega = torch.softmax(-n * world.size * batch_losses, 0)
+        loss = (omega * losses).sum()
+        loss.backward()
+        train_loss = float(loss.detach())
+    return train_loss
+
+
+def _final_result(loop: _Loop, cost_res: int | None, step: int, out: Path | None) -> SearchResult:
+    """Pick the final arch (``penalty.select_final``), measure it, and (rank 0) write the run's result files."""
     import torch
 
     from hwnas.cost import arch_cost
     from hwnas.nn.supernet_train import evaluate_arch
 
+    config, space, net, strategy, costs, data = (loop.config, loop.space, loop.net, loop.strategy, loop.costs,
+                                                 loop.data)
     fallback = costs.crange.min_arch if costs.crange is not None else None
     choice = pen.select_final(strategy, costs.cost_fn, costs.limit, fallback=fallback)
     arch = choice.arch
     xva, yva = data.val.tensors
-    val_loss, val_acc = evaluate_arch(net, arch, (xva, yva), batch_size=vb)
-    points, cost_kind = _pareto_points(config, space, net, strategy, costs, data, cost_res, vb)
+    val_loss, val_acc = evaluate_arch(net, arch, (xva, yva), batch_size=loop.vb)
+    points, cost_kind = _pareto_points(loop, cost_res)
     ac = arch_cost(space, arch, cost_res, data.num_classes)
-    wall = clock()
+    wall = loop.clock()
     pred_ms = float(costs.lat_fn([arch])[0]) if costs.lat_fn is not None else None
     margin = None
     if costs.budget is not None:
@@ -625,11 +794,11 @@ def _final_result(config: SearchConfig, space, net, strategy, costs: _Costs, dat
         final_log_prob=strategy.log_prob(arch) if strategy.is_distribution else None,
         entropy=strategy.entropy() if strategy.is_distribution else None,
         switched_at=getattr(strategy, "switched_at", None), out=None if out is None else str(out),
-        budget_quantile=config.budget_quantile,
+        budget_quantile=config.budget_quantile, world_size=loop.world.size,
     )
     per_budget = _per_budget(config, costs, points, result, choice.cost)
     result = dataclasses.replace(result, per_budget=per_budget, pareto_front=len(pareto.front(points)))
-    if out is not None:
+    if out is not None and loop.world.is_main:
         torch.save(net.state_dict(), out / "supernet.pt")
         _write_json(out / "result.json", result.to_dict())
         _write_json(out / "pareto.json", pareto.to_json(points, cost_kind, per_budget))
@@ -640,12 +809,12 @@ def _final_result(config: SearchConfig, space, net, strategy, costs: _Costs, dat
     return result
 
 
-def _pareto_points(config: SearchConfig, space, net, strategy, costs: _Costs, data, cost_res, vb):
-    """Candidates of ``pareto.candidates`` scored on the whole validation split, with their cost
-    (the budget's cost; else predicted latency; else FLOPs)."""
+def _pareto_points(loop: _Loop, cost_res):
+    """Candidates of ``pareto.candidates`` scored on the whole validation split (the ranks share
+    the scoring), with their cost (the budget's cost; else predicted latency; else FLOPs)."""
     from hwnas.cost import arch_cost
-    from hwnas.nn.supernet_train import evaluate_arch
 
+    config, space, strategy, costs, data = loop.config, loop.space, loop.strategy, loop.costs, loop.data
     sampled = {a: int(rec[1]) for a, rec in strategy._records.items()}
     pool = pareto.candidates(space, sampled, strategy, seed=config.seed)
     archs = [space.parse(a) for a in pool]
@@ -656,11 +825,9 @@ def _pareto_points(config: SearchConfig, space, net, strategy, costs: _Costs, da
     else:
         cost_kind = "flops"
         cost = np.array([arch_cost(space, a, cost_res, data.num_classes).flops for a in archs], dtype=np.float64)
-    xva, yva = data.val.tensors
-    points = []
-    for a, c in zip(archs, cost):
-        loss, acc = evaluate_arch(net, a, (xva, yva), batch_size=vb)
-        points.append(pareto.Point(str(a), float(c), float(acc), float(loss), pool[str(a)]))
+    losses, accs = loop.evaluate(archs, *data.val.tensors, loop.vb)
+    points = [pareto.Point(str(a), float(c), float(acc), float(loss), pool[str(a)])
+              for a, c, loss, acc in zip(archs, cost, losses, accs)]
     return points, cost_kind
 
 

@@ -71,7 +71,8 @@ def test_demo_cli_quick_uses_shipped_latencies(tmp_path, capsys, monkeypatch):
     assert res["canary_vs_data"] > 0
     # the shipped data's predictor is adapted to this machine from 8 archs measured here
     assert len(_rows(out / "latency.db")) == 8 and res["adapted"]["archs"] == 8
-    assert res["adapted"]["base_device"] != res["latency_device"] == res["adapted"]["device"]
+    # (the names may be equal: this host can be the same CPU model as the shipped data's)
+    assert res["latency_device"] == res["adapted"]["device"] and res["adapted"]["base_device"]
     assert 0 <= res["adapted"]["loo_metrics"]["within_10"] <= 1
     from hwnas.predictors import load_predictor
 

@@ -228,8 +228,9 @@ def test_importance_weight_gradient_by_hand(micro_space):
     """PARSEC's weight gradient: sum_k omega_k grad loss_k, omega = softmax(-n * loss)."""
     import torch.nn.functional as F
 
+    from hwnas.distributed import World
     from hwnas.nn.supernet import Supernet
-    from hwnas.search.loop import _supernet_step
+    from hwnas.search.loop import _Loop, _supernet_step
 
     torch.manual_seed(0)
     net = Supernet(micro_space, 4, 16, seed=0)
@@ -237,7 +238,8 @@ def test_importance_weight_gradient_by_hand(micro_space):
     paths = [micro_space.from_indices(i) for i in ([0, 1, 2], [5, 1, 8], [0, 7, 2])]
     cfg = SearchConfig(space="micro", train_paths=0, weight_estimator="importance")
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
-    _supernet_step(cfg, net, opt, paths, x, y, warm=False)
+    loop = _Loop(cfg, World(), micro_space, net, net, opt, None, None, None, 1, 6, lambda: 0.0, lambda e: None)
+    _supernet_step(loop, paths, x, y, warm=False)
     got = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
     losses = [F.cross_entropy(net(x, a), y) for a in paths]
     omega = torch.softmax(-6 * torch.stack([lo.detach() for lo in losses]), 0)

@@ -1,0 +1,163 @@
+"""Data-parallel search under torchrun with gloo (CPU): real processes, real all-reduces.
+
+Each launch is ``torchrun --standalone`` (a free port per launch) of ``ddp_worker.py`` on
+``tiny`` with a few hundred digits; the runs are made once per module (``runs``) and the
+tests read them, because a launch costs seconds, most of it importing torch per rank.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.distributed import World, digest
+from hwnas.search import SearchConfig
+from hwnas.search.loop import read_log
+
+pytestmark = pytest.mark.slow
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+BASE = dict(space="tiny", dataset="digits", limit=200, batch_size=32, val_batch_size=32, epochs=2,
+            warmup_epochs=1, samples_per_step=4, seed=3, threads=1, flops_budget=4e6)
+
+
+def _torchrun(n: int, args: list[str], float64: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if float64:  # see ddp_worker.py
+        env["HWNAS_TEST_FLOAT64"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def _launch(dump: Path, n: int, float64: bool = True, **kw) -> dict:
+    """Run the worker on ``n`` ranks into ``dump``: each rank's final state and result."""
+    dump.mkdir(parents=True)
+    cfg = dict(BASE, out=str(dump / "run"), **kw)
+    proc = _torchrun(n, [str(WORKER), json.dumps(cfg), str(dump)], float64=float64)
+    assert proc.returncode == 0, f"{sorted(os.listdir(dump))}\n{proc.stderr[-3000:]}"
+    return {"states": [torch.load(dump / f"rank{r}.pt", weights_only=False) for r in range(n)],
+            "results": [json.loads((dump / f"result{r}.json").read_text()) for r in range(n)],
+            "out": dump / "run"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """float64 runs (exact comparisons; in float32 two exact formulas of a BN gradient after a
+    depthwise conv already differ by ~1%, and a run amplifies that)."""
+    root = tmp_path_factory.mktemp("ddp")
+    return {
+        "own-ddp": _launch(root / "own-ddp", 2, grad_sync="ddp"),
+        "own-allreduce": _launch(root / "own-allreduce", 2, grad_sync="allreduce"),
+        "one": _launch(root / "one", 1, rank_paths="shared"),
+        "shared-ddp": _launch(root / "shared-ddp", 2, rank_paths="shared", grad_sync="ddp"),
+    }
+
+
+def _max_weight_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+
+
+def test_two_ranks_end_bit_identical_and_write_one_run(runs):
+    for name in ("own-ddp", "own-allreduce", "shared-ddp"):
+        states, results = runs[name]["states"], runs[name]["results"]
+        assert digest(states[0]["supernet"]) == digest(states[1]["supernet"]), name
+        assert digest(states[0]["strategy"]) == digest(states[1]["strategy"]), name
+        assert results[0] == results[1] and results[0]["world_size"] == 2
+    out = runs["own-ddp"]["out"]
+    for f in ("config.json", "log.jsonl", "checkpoint.pt", "result.json", "supernet.pt", "pareto.json"):
+        assert (out / f).exists(), f
+    steps = [r["step"] for r in read_log(out / "log.jsonl")]
+    assert steps == list(range(1, runs["own-ddp"]["results"][0]["search_steps"] + 1))  # one writer
+    single = runs["one"]["results"][0]
+    assert set(single) == set(runs["own-ddp"]["results"][0]) and single["world_size"] == 1  # one schema
+    # ranks that train their own paths train more of them than one process: other weights
+    assert _max_weight_diff(runs["own-ddp"]["states"][0]["supernet"], runs["one"]["states"][0]["supernet"]) > 1e-3
+
+
+def test_two_ranks_with_batch_b_match_one_rank_with_batch_2b(runs):
+    """With rank 0's paths on both ranks, 2 x 16 images is one process's 32-image batch: BN
+    statistics over both ranks' images and averaged gradients give the same weights and the
+    same distribution after the whole run."""
+    one = runs["one"]
+    for name in ("shared-ddp",):  # (DDP and the flat all-reduce agree: the next test)
+        two = runs[name]
+        assert _max_weight_diff(one["states"][0]["supernet"], two["states"][0]["supernet"]) < 1e-9, name
+        r1, r2 = one["results"][0], two["results"][0]
+        assert r1["arch"] == r2["arch"] and r1["archs_sampled"] == r2["archs_sampled"]
+        p1 = [np.asarray(p) for p in one["states"][0]["strategy"]["dist"]["params"]]
+        p2 = [np.asarray(p) for p in two["states"][0]["strategy"]["dist"]["params"]]
+        assert all(np.allclose(a, b, atol=1e-9) for a, b in zip(p1, p2)), name
+
+
+def test_ddp_and_the_flat_allreduce_reduce_the_same_gradients(runs):
+    """Two independent reductions (DDP's reducer; one flat all-reduce with a used-mask) of
+    ranks that train different paths agree, so neither drops a rank's gradient."""
+    assert _max_weight_diff(runs["own-ddp"]["states"][0]["supernet"],
+                            runs["own-allreduce"]["states"][0]["supernet"]) < 1e-9
+
+
+def test_resume_with_another_world_size_continues_the_checkpoint(runs, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs["own-ddp"]["out"], out)  # a 2-rank run of 2 epochs, checkpoint included
+    steps_two = runs["own-ddp"]["results"][0]["search_steps"]
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    cfg = dict(BASE, out=str(out), epochs=3, resume=True)
+    proc = _torchrun(1, [str(WORKER), json.dumps(cfg), str(dump)], float64=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = json.loads((dump / "result0.json").read_text())
+    assert resumed["world_size"] == 1 and resumed["epochs"] == 3
+    assert resumed["search_steps"] == 2 * steps_two  # one more search epoch of the same length
+    steps = [r["step"] for r in read_log(out / "log.jsonl")]
+    assert steps == list(range(1, resumed["search_steps"] + 1))
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["world_size"] == 1
+
+
+def _cli(n: int, *args: str) -> subprocess.CompletedProcess:
+    return _torchrun(n, ["-m", "hwnas", "search", "--space", "tiny", "--limit", "200", "--epochs", "2",
+                         "--flops-budget", "4M", *args])
+
+
+def test_bad_input_under_torchrun_is_one_line_and_leaves_no_run(runs, tmp_path):
+    proc = _cli(2, "--batch-size", "33", "--out", str(tmp_path / "odd"))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: batch_size=33 is one step's batch over all 2 ranks and must be a multiple of the "
+                      "world size; valid nearby: 32, 34"]
+    assert "exitcode  : 2" in proc.stderr and proc.returncode != 0  # each rank exits 2, torchrun 1
+    assert not (tmp_path / "odd").exists()
+    # a checkpoint of another space: refused on rank 0, reported once, nothing overwritten
+    run = tmp_path / "run"
+    shutil.copytree(runs["own-ddp"]["out"], run)
+    before = (run / "result.json").read_bytes()
+    proc = _cli(2, "--batch-size", "32", "--out", str(run), "--resume", "--space", "fbnet")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot resume" in errors[0] and "space='fbnet'" in errors[0], proc.stderr[-2000:]
+    assert (run / "result.json").read_bytes() == before
+
+
+def test_rank_paths_are_the_ranks_own_draws_and_need_no_state(micro_space):
+    from hwnas.search import create_strategy
+    from hwnas.search.loop import _Loop, _rank_paths
+
+    strategy = create_strategy("fpnas", micro_space, seed=0)
+    archs = strategy.ask()
+
+    def paths(rank, **kw):
+        cfg = SearchConfig(space="micro", **kw)
+        loop = _Loop(cfg, World(rank, 4), micro_space, None, None, None, strategy, None, None, 1, 8,
+                     lambda: 0.0, lambda e: None)
+        return [str(a) for a in _rank_paths(loop, archs[:2], archs, epoch=1, batch=5)]
+
+    mine = [paths(r, train_paths=2) for r in range(4)]
+    assert mine[0] == [str(a) for a in archs[:2]]
+    assert len({tuple(p) for p in mine}) == 4  # four ranks, four sets of paths
+    assert paths(2, train_paths=2) == mine[2]  # seeded by (seed, epoch, batch, rank): no state to save
+    assert paths(2, train_paths=2, rank_paths="shared") == mine[0]
