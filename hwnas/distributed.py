@@ -106,6 +106,12 @@ def process_group(device: str = "cpu"):
     try:
         yield current_world()
     finally:
+        # a DDP wrapper still alive (its hooks form reference cycles) when the group goes away
+        # is destroyed at interpreter exit and aborts the process ("terminate called without an
+        # active exception", seen under load after a complete run): collect it first
+        import gc
+
+        gc.collect()
         dist.destroy_process_group()
 
 

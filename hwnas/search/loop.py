@@ -452,8 +452,9 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None, w
     finally:
         if loop.log_f is not None:
             loop.log_f.close()
-    # every rank returns rank 0's result (the same but for its own clock)
-    return broadcast_object(_final_result(loop, run.cost_res, step, out), world)
+    result = broadcast_object(_final_result(loop, run.cost_res, step, out), world)
+    loop.train_net = train_net = None  # drop the DDP wrapper before the process group goes
+    return result  # every rank returns rank 0's result (the same but for its own clock)
 
 
 @dataclass
