@@ -47,6 +47,10 @@ class ExportError(HwnasError):
     """An export that cannot run as asked (bad run folder, output path, parity failure)."""
 
 
+class ClusterError(HwnasError):
+    """A Ray cluster that does not answer, or lacks the resource a command asks for."""
+
+
 def valid_list(values) -> str:
     """Format a collection of valid values for an error message."""
     return ", ".join(str(v) for v in values)

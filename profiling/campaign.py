@@ -336,33 +336,60 @@ def campaign_device(cfg: CampaignConfig) -> dict:
                               protocol=cfg.protocol)
 
 
-def campaign_canary(store, cfg: CampaignConfig, dev: str, resolution: int | None, on_calibrate=None):
-    """(``Canary``, stored canary row) of this campaign's context on device ``dev``.
+def calibration_kwargs(cfg: CampaignConfig) -> dict:
+    """Keywords of ``canary.calibrate`` for this campaign's settings (in-process or on a worker)."""
+    return dict(ep=cfg.ep, threads=cfg.threads, sessions=cfg.calibration_sessions, gap_s=cfg.calibration_gap_s,
+                warmup=cfg.warmup, allow_fallback=cfg.allow_fallback, ep_options=cfg.measure_kwargs()["ep_options"],
+                cache_dir=cfg.trt_cache_dir)
 
-    The first campaign of a context calibrates the reference (``calibrate``) and commits it
-    before any arch is measured; later campaigns rebuild the stored canary and check that
-    its ONNX hash is the one the reference was measured on.  ``--canary`` naming another
-    arch than the stored one is refused: the stored rows' ratios are to that canary.
+
+def stored_canary(store, cfg: CampaignConfig, dev: str, resolution: int | None):
+    """(``Canary``, stored canary row) of this campaign's context on device ``dev``, or None
+    when the device has no reference yet for it.
+
+    The stored canary is rebuilt here and its ONNX hash checked against the one the
+    reference was measured on.  ``--canary`` naming another arch than the stored one is
+    refused: the stored rows' ratios are to that canary.
     """
-    from hwnas.profiling.canary import build_canary, calibrate, rebuild_stored
+    from hwnas.profiling.canary import rebuild_stored
 
     space = get_space(cfg.space)
     res = resolution if resolution is not None else space.default_resolution
     stored = store.canary(dev, cfg.space, res, cfg.batch_size)
-    if stored is not None and cfg.canary_arch is not None and str(space.parse(cfg.canary_arch)) != stored["arch"]:
+    if stored is None:
+        return None
+    if cfg.canary_arch is not None and str(space.parse(cfg.canary_arch)) != stored["arch"]:
         raise ProfilingError(f"device {dev} already measures {cfg.space} against canary {stored['arch']}; "
                              f"--canary {cfg.canary_arch} would mix two scales in one dataset "
                              "(use another --db, or drop --canary)")
-    if stored is not None:
-        try:
-            return rebuild_stored(stored), stored
-        except ProfilingError as e:
-            raise ProfilingError(f"{e}; the stored rows' ratios are to the old graph, so measure into a new --db") from None
-    canary = build_canary(cfg.space, arch=cfg.canary_arch, resolution=res, batch_size=cfg.batch_size)
-    kw = cfg.measure_kwargs()
-    ref = calibrate(canary, ep=cfg.ep, threads=cfg.threads, sessions=cfg.calibration_sessions,
-                    gap_s=cfg.calibration_gap_s, warmup=cfg.warmup, allow_fallback=cfg.allow_fallback,
-                    ep_options=kw["ep_options"], cache_dir=cfg.trt_cache_dir, on_session=on_calibrate)
+    try:
+        return rebuild_stored(stored), stored
+    except ProfilingError as e:
+        raise ProfilingError(f"{e}; the stored rows' ratios are to the old graph, so measure into a new --db") from None
+
+
+def new_canary(cfg: CampaignConfig, resolution: int | None):
+    """The canary a device without a reference is calibrated on (``--canary`` or the default rule)."""
+    from hwnas.profiling.canary import build_canary
+
+    res = resolution if resolution is not None else get_space(cfg.space).default_resolution
+    return build_canary(cfg.space, arch=cfg.canary_arch, resolution=res, batch_size=cfg.batch_size)
+
+
+def campaign_canary(store, cfg: CampaignConfig, dev: str, resolution: int | None, on_calibrate=None):
+    """(``Canary``, stored canary row) of this campaign's context on device ``dev``.
+
+    The first campaign of a context calibrates the reference (``calibrate``) on this machine
+    and commits it before any arch is measured; later campaigns reuse the stored one
+    (``stored_canary``).  A fleet (``hwnas.profiling.fleet``) calibrates on each worker instead.
+    """
+    from hwnas.profiling.canary import calibrate
+
+    found = stored_canary(store, cfg, dev, resolution)
+    if found is not None:
+        return found
+    canary = new_canary(cfg, resolution)
+    ref = calibrate(canary, **calibration_kwargs(cfg), on_session=on_calibrate)
     return canary, store.add_canary(dev, canary, ref)
 
 
@@ -441,6 +468,31 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
         if ray_address is None:
             timer = open_timer(canary, cfg)
 
+    record = row_recorder(store, dev, stored, res, on_row)
+    stop = stop or StopFlag()
+    with stop:
+        if ray_address is not None:
+            from hwnas.profiling.distributed import run_on_ray
+
+            run_on_ray(todo, cfg, record, address=ray_address, stop=stop, canary=canary, device_id=dev)
+        else:
+            for i in range(0, len(todo), cfg.chunk):
+                if stop.stop:
+                    break
+                measure_chunk(cfg.space, todo[i:i + cfg.chunk], cfg, record, stop, timer)
+    res.interrupted = stop.stop
+    _check_reference(res)
+    if not res.interrupted:
+        store.finish_campaign(cid)
+    res.wall_s = time.perf_counter() - t_start
+    return res
+
+
+def row_recorder(store, dev: str, stored: dict | None, res: CampaignResult, on_row=None):
+    """The driver's ``record(row)`` for device ``dev``: turn a paired row's ratio into
+    milliseconds with *that device's* canary reference (``stored``; None: plain timing),
+    commit it under ``dev`` and count it in ``res``; ``on_row(row, res)`` after each."""
+
     def record(row: dict) -> None:
         if row.get("calibrated") and row["status"] == "ok":
             row.update(latency_ms=row["ratio"] * stored["reference_ms"], canary_id=stored["id"])
@@ -455,23 +507,7 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
         if on_row is not None:
             on_row(row, res)
 
-    stop = stop or StopFlag()
-    with stop:
-        if ray_address is not None:
-            from hwnas.profiling.distributed import run_on_ray
-
-            run_on_ray(todo, cfg, record, address=ray_address, stop=stop, canary=canary)
-        else:
-            for i in range(0, len(todo), cfg.chunk):
-                if stop.stop:
-                    break
-                measure_chunk(cfg.space, todo[i:i + cfg.chunk], cfg, record, stop, timer)
-    res.interrupted = stop.stop
-    _check_reference(res)
-    if not res.interrupted:
-        store.finish_campaign(cid)
-    res.wall_s = time.perf_counter() - t_start
-    return res
+    return record
 
 
 def _watch_speed(res: CampaignResult, factor: float) -> None:

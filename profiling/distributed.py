@@ -17,6 +17,13 @@ own session of the campaign's canary open (``campaign.worker_timer``) and times 
 against it on its own device; the driver turns the ratios into latencies with the
 reference it holds, so workers never need the store.
 
+Every row names the worker that measured it (``extra.ray``: node id, host, process, the
+resources Ray assigned) and the device id of that worker's own fingerprint.  This mode
+measures *one* device, the driver's: its canary reference scales every ratio, so a row
+from a worker whose fingerprint differs is refused (``ProfilingError``) instead of being
+stored under the wrong device.  A fleet of different devices is ``hwnas.profiling.fleet``
+(``--ray-resource NAME``), which fingerprints and calibrates each worker on itself.
+
 Caveat stated plainly: CPU tasks on one machine share caches and memory bandwidth, so
 for the cleanest CPU numbers run one task per machine (``--threads`` = cores).
 """
@@ -28,37 +35,50 @@ from hwnas.errors import ProfilingError
 
 logger = logging.getLogger(__name__)
 
-
-def _ray():
-    try:
-        import ray
-    except ImportError as e:
-        raise ProfilingError("--ray needs Ray: pip install 'hwnas[distributed]'") from e
-    return ray
+_WORKER_DEVICES: dict = {}
 
 
-def _measure_task(space_name: str, arch: str, cfg, canary) -> dict:
+def worker_device(cfg) -> dict:
+    """The fingerprint of the device this process measures on for ``cfg``'s settings (the
+    provider that really loads, its options, threads, batch, precision, protocol), computed
+    once per process: on a Ray worker, the worker's device, not the driver's."""
+    from hwnas.profiling.campaign import campaign_device
+
+    key = (cfg.ep, cfg.allow_fallback, cfg.threads, cfg.batch_size, cfg.precision, cfg.sessions, cfg.protocol)
+    if key not in _WORKER_DEVICES:
+        _WORKER_DEVICES[key] = campaign_device(cfg)
+    return _WORKER_DEVICES[key]
+
+
+def tag_row(row: dict, cfg) -> dict:
+    """``row`` with the worker that measured it (``extra.ray``) and its device id
+    (``row['device_id']``, not a stored column: the driver stores the row under it)."""
+    from hwnas.ray_cluster import worker_info
+
+    row["extra"] = {**(row.get("extra") or {}), "ray": worker_info()}
+    row["device_id"] = worker_device(cfg)["device_id"]
+    return row
+
+
+def measure_task(space_name: str, arch: str, cfg, canary) -> dict:
+    """One arch measured on the worker that runs this task, tagged with that worker."""
     from hwnas.profiling.campaign import measure_arch
 
-    return measure_arch(space_name, arch, cfg, canary)
+    return tag_row(measure_arch(space_name, arch, cfg, canary), cfg)
 
 
 def run_on_ray(archs: list[str], cfg, record, *, address: str = "auto", stop=None, window: int | None = None,
-               canary=None) -> None:
+               canary=None, device_id: str | None = None) -> None:
     """Measure ``archs`` on Ray workers and call ``record(row)`` in the driver for each
-    result as it arrives.  Connects to ``address`` ('auto' = the running cluster, or a
-    local one if none), unless Ray is already initialised."""
-    ray = _ray()
-    if not ray.is_initialized():
-        try:
-            ray.init(address=None if address == "local" else address, include_dashboard=False,
-                     log_to_driver=False)
-        except ConnectionError:
-            if address != "auto":
-                raise ProfilingError(f"cannot connect to the Ray cluster at {address!r}") from None
-            ray.init(include_dashboard=False, log_to_driver=False)
-    resources = {"num_gpus": 1, "num_cpus": 1} if cfg.ep != "cpu" else {"num_cpus": cfg.threads}
-    task = ray.remote(**resources)(_measure_task)
+    result as it arrives.  Connects to ``address`` (``hwnas.ray_cluster.connect``: 'auto' =
+    the running cluster, or a local one if none), unless Ray is already initialised.
+    ``device_id``: the device the rows are stored under; a row measured on another one
+    raises ``ProfilingError`` (the rows recorded before it stay)."""
+    from hwnas.ray_cluster import connect, task_resources
+
+    ray = connect(address)
+    resources = task_resources(cfg.ep, cfg.threads)
+    task = ray.remote(**resources)(measure_task)
     total = ray.cluster_resources()
     slots = int(total.get("GPU" if cfg.ep != "cpu" else "CPU", 1) // max(resources.get("num_cpus", 1), 1))
     window = window or max(2 * slots, 2)
@@ -72,6 +92,13 @@ def run_on_ray(archs: list[str], cfg, record, *, address: str = "auto", stop=Non
             break
         done, pending = ray.wait(pending, num_returns=1)
         for ref in done:
-            record(ray.get(ref))
+            row = ray.get(ref)
+            if device_id is not None and row["device_id"] != device_id:
+                node = row["extra"]["ray"]
+                raise ProfilingError(
+                    f"a worker on {node['hostname']} (Ray node {node['node_id'][:12]}) is device {row['device_id']}, "
+                    f"not the driver's {device_id}: its rows would be stored under the wrong device and scaled by "
+                    "another device's canary; measure a fleet of devices with --ray-resource NAME")
+            record(row)
         if stop and stop.stop:  # let the ones in flight finish and be stored, start no more
             queue.clear()

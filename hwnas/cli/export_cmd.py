@@ -50,11 +50,22 @@ def _pick_budget(run_dir, text):
 @click.option("--pareto-index", type=int, default=None,
               help="Ship the K-th arch of the run's Pareto front (0: the cheapest).")
 @click.option("--predictor", type=click.Path(), help="Predictor file for the predicted latency (default: the run's).")
-@click.option("--out", required=True, type=click.Path(), help="Output .onnx file (model card written beside as .json).")
+@click.option("--top-k", "top_k", type=int, default=None, metavar="K",
+              help="Train the run's K best candidates and pick one: its per-budget picks when it searched several "
+                   "budgets, else its Pareto-front archs meeting its budget, ranked by supernet accuracy. Ships "
+                   "the most accurate trained model that meets its budget (measured). --out is then a folder.")
+@click.option("--ray", "ray_address", default=None, metavar="auto|local|HOST:PORT",
+              help="With --top-k: train the candidates as Ray tasks (one CPU slot of --threads/--train-threads "
+                   "cores, or one GPU, each); auto: the running cluster, else a local one.")
+@click.option("--ray-resource", "ray_resource", default=None, metavar="NAME",
+              help="With --ray: only on workers that advertise the custom resource NAME (one unit per candidate).")
+@click.option("--out", required=True, type=click.Path(),
+              help="Output .onnx file (model card written beside as .json); with --top-k a folder: "
+                   "OUT/cand-<rank>-<arch>/model.onnx + model.json and OUT/candidates.json.")
 @json_option
 def export(run_dir, space, arch, dataset, limit, epochs, from_supernet, optimizer, lr, batch_size, ep,
            allow_fallback, threads, runs, dynamic_batch, opset, seed, train_threads, latency_budget, pick_budget,
-           pareto_index, predictor, out, as_json):
+           pareto_index, predictor, top_k, ray_address, ray_resource, out, as_json):
     """Train the chosen architecture, export ONNX and verify it.
 
     \b
@@ -63,9 +74,16 @@ def export(run_dir, space, arch, dataset, limit, epochs, from_supernet, optimize
     and the budget.  Writes OUT and the model card beside it (model.onnx -> model.json).
 
     \b
+    With --top-k K the run's K best candidates are each trained, exported and measured
+    (in turn here, or in parallel with --ray), each into OUT/cand-<rank>-<arch>/; then
+    OUT/candidates.json lists every candidate's accuracy, latency and budget status and
+    names the one picked: the most accurate that meets its budget.
+
+    \b
     Examples:
       hwnas export --run runs/demo --epochs 10 --out runs/demo/model.onnx
       hwnas export --space tiny --arch k3_e2-skip-k3_e4-skip-k5_e2-skip --epochs 0 --out m.onnx
+      hwnas export --run runs/demo --top-k 4 --ray auto --out runs/demo/top4
     """
     from hwnas.export import ExportConfig, export_arch
     from hwnas.search import parse_latency_ms
@@ -79,6 +97,10 @@ def export(run_dir, space, arch, dataset, limit, epochs, from_supernet, optimize
         opset=opset, latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
         predictor=predictor, budget=budget_value, pareto_index=pareto_index,
     )
+    if top_k is not None:
+        return _top_k(cfg, top_k, ray_address, ray_resource, as_json)
+    if ray_address is not None or ray_resource is not None:
+        raise click.UsageError("--ray / --ray-resource train --top-k candidates in parallel; give --top-k K")
     with ExportBar() as bar:
         result = export_arch(cfg, progress=bar)
     if as_json:
@@ -86,6 +108,50 @@ def export(run_dir, space, arch, dataset, limit, epochs, from_supernet, optimize
         d.pop("card", None)
         return echo_json(d)
     _print_export(result)
+
+
+def _top_k(cfg, top_k, ray_address, ray_resource, as_json):
+    from hwnas.export_topk import export_top_k
+
+    def done(rec, n, total):
+        if as_json:
+            return
+        what = (f"accuracy {rec['accuracy']:.4f}, {_fmt_ms(rec['measured_latency_ms'])}, "
+                f"{_BUDGET_WORD[rec['meets_budget']]}" if rec["status"] == "ok" else f"failed: {rec['error']}")
+        click.echo(f"[{n}/{total}] {rec['dir']}: {what}", err=True)
+
+    res = export_top_k(cfg, top_k, ray_address=ray_address, ray_resource=ray_resource, on_candidate=done)
+    if as_json:
+        return echo_json(res.summary)
+    _print_top_k(res.summary, res.summary_path)
+
+
+_BUDGET_WORD = {True: "within budget", False: "OVER budget", None: "no budget"}
+
+
+def _print_top_k(s: dict, path: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    unit = "ms" if s["cost_kind"] == "latency" else "MACs"
+    t = Table(title=f"hwnas export --top-k {s['top_k']}: {s['selection']} ({s['backend']})")
+    for col in ("", "candidate", "supernet acc", f"predicted ({unit})", "accuracy", "measured", "budget"):
+        t.add_column(col, overflow="fold")
+    for i, c in enumerate(s["candidates"]):
+        mark = "[bold green]*[/]" if i == s["picked"] else ""
+        cost = f"{c['predicted_cost']:.3f}" if s["cost_kind"] == "latency" else human(c["predicted_cost"])
+        if c["status"] != "ok":
+            t.add_row(mark, f"cand-{c['rank']}", f"{c['supernet_acc']:.4f}", cost, "[red]failed[/]", "-", c["error"][:60])
+            continue
+        word = {True: "[green]within[/]", False: "[red]OVER[/]", None: "-"}[c["meets_budget"]]
+        t.add_row(mark, f"cand-{c['rank']}", f"{c['supernet_acc']:.4f}", cost, f"{c['accuracy']:.4f}",
+                  _fmt_ms(c["measured_latency_ms"]), word)
+    Console().print(t)
+    if s["picked"] is None:
+        click.echo(f"picked: none ({s['reason']}); summary: {path}")
+    else:
+        click.echo(f"picked: {s['picked_dir']} ({s['picked_arch']}), {s['reason']}\n  model: {s['picked_onnx']}\n"
+                   f"  summary: {path}")
 
 
 def _fmt_ms(v) -> str:

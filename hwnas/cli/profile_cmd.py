@@ -44,7 +44,13 @@ DEFAULT_MAX_ARCHS = 2000  # --until: the cap on the archs stored for the device
               help="Archs measured round-robin, so an arch's --repeats sessions are one round apart.")
 @click.option("--sampler", type=click.Choice(["stratified", "uniform"]), default="stratified", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS", help="Run measurements on Ray.")
+@click.option("--ray", "ray_address", default=None, metavar="auto|local|HOST:PORT",
+              help="Run measurements as Ray tasks (auto: the running cluster, else a local one); an address "
+                   "that does not answer is an error within seconds.")
+@click.option("--ray-resource", "ray_resource", default=None, metavar="NAME",
+              help="With --ray: a fleet. Measure on every worker that advertises the custom resource NAME "
+                   "(ray start --resources '{\"NAME\": 1}'), each device fingerprinted and its canary calibrated "
+                   "on itself; one dataset per device in DB. NAME's count on a worker = measurements it runs at once.")
 @click.option("--layers", is_flag=True, help="Also measure every (layer, op, input channels) alone (lookup table).")
 @click.option("--active", is_flag=True, help="Pick archs the predictor is least sure of (needs --predictor).")
 @click.option("--predictor", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -60,8 +66,8 @@ DEFAULT_MAX_ARCHS = 2000  # --until: the cap on the archs stored for the device
                    "mlp, ...) [default: xgb].")
 @json_option
 def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, resolution, threads, warmup, runs, time_budget,
-            canary_arch, no_canary, calibration_sessions, calibration_gap, repeats, chunk, sampler, seed, ray_address, layers, active,
-            predictor, until_spec, max_archs, until_model, as_json):
+            canary_arch, no_canary, calibration_sessions, calibration_gap, repeats, chunk, sampler, seed, ray_address,
+            ray_resource, layers, active, predictor, until_spec, max_archs, until_model, as_json):
     """Measure ONNX Runtime latency of NUM_ARCHS new archs of SPACE into DB.
 
     \b
@@ -78,6 +84,14 @@ def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, res
     round the --until-model predictor is cross-validated on everything stored for the device,
     and the run stops when TARGET is met, when a power-law learning curve fitted to the
     rounds levels off short of it, or at --max-archs.  The same command resumes it.
+
+    \b
+    A fleet (--ray HEAD:PORT --ray-resource NAME): every worker advertising NAME measures
+    the campaign on its own device, rows stored under that worker's fingerprint and scaled
+    by that device's own canary reference; the same command resumes every device.
+      ray start --head --port 6379                                   # the driver's machine
+      ray start --address HEAD:6379 --resources '{"jetson_orin": 1}' # each device
+      hwnas profile --db fleet.db -n 200 --ray HEAD:6379 --ray-resource jetson_orin
     """
     from hwnas.profiling.campaign import CampaignConfig
     from hwnas.profiling.store import LatencyStore
@@ -89,12 +103,19 @@ def profile(space, num_archs, db, ep, trt_cache, allow_fallback, batch_size, res
     if runs is None and time_budget is None:
         runs = 50
     target = _check_until(until_spec, max_archs, until_model, num_archs)  # before the db is opened
+    _check_ray(ray_address, ray_resource, until_spec, layers)
     cfg = CampaignConfig(space=space, num_archs=num_archs, ep=ep, allow_fallback=allow_fallback,
                          batch_size=batch_size, resolution=resolution, threads=threads, warmup=warmup,
                          runs=runs, time_budget_s=time_budget, repeats=repeats, chunk=chunk, sampler=sampler, seed=seed,
                          active_predictor=predictor if active else None, trt_cache_dir=trt_cache,
                          canary=not no_canary, canary_arch=canary_arch, calibration_sessions=calibration_sessions,
                          calibration_gap_s=calibration_gap)
+    if ray_resource is not None:
+        return _fleet(db, cfg, ray_address, ray_resource, as_json)
+    if ray_address is not None:  # an unreachable cluster fails now, before the db is created
+        from hwnas.ray_cluster import connect
+
+        connect(ray_address)
     store = LatencyStore(db)
     try:
         layer_rows = _run_layers(store, cfg, as_json) if layers else None
@@ -125,6 +146,75 @@ def _check_until(until_spec, max_archs, until_model, num_archs):
     if num_archs < 1:
         raise click.UsageError(f"with --until, -n/--num-archs is the round size and must be >= 1, got {num_archs}")
     return target
+
+
+def _check_ray(ray_address, ray_resource, until_spec, layers):
+    if ray_resource is None:
+        return
+    if ray_address is None:
+        raise click.UsageError("--ray-resource NAME runs a fleet on a Ray cluster: give --ray auto|HOST:PORT too")
+    if until_spec is not None or layers:
+        raise click.UsageError("--ray-resource runs one campaign per device; --until and --layers are not "
+                               "supported on a fleet (run them on one device)")
+
+
+def _fleet(db, cfg, ray_address, ray_resource, as_json):
+    """``--ray ADDRESS --ray-resource NAME``: one campaign per device of the fleet."""
+    from hwnas.profiling.campaign import check_config
+    from hwnas.profiling.fleet import connect_fleet, run_fleet
+    from hwnas.profiling.store import LatencyStore
+
+    check_config(cfg)
+    connect_fleet(ray_address, ray_resource)  # before the db is created: no cluster, no such resource
+    store = LatencyStore(db)
+    try:
+        if as_json:
+            out = run_fleet(store, cfg, address=ray_address, resource=ray_resource)
+        else:
+            with CampaignBar(None, label=f"archs on {ray_resource}") as bar:
+                out = run_fleet(store, cfg, address=ray_address, resource=ray_resource,
+                                on_row=_FleetRows(bar, cfg).row)
+    finally:
+        store.close()
+    _fleet_report(out, cfg, db, as_json)
+
+
+class _FleetRows:
+    """The bar of a fleet: every device's rows in one count."""
+
+    def __init__(self, bar, cfg):
+        self.bar, self.cfg, self.seen = bar, cfg, {}
+
+    def row(self, row, res):
+        from types import SimpleNamespace
+
+        self.seen[res.device_id] = res
+        total = SimpleNamespace(planned=sum(r.planned for r in self.seen.values()),
+                                skipped=sum(r.skipped for r in self.seen.values()), canary=res.canary)
+        self.bar.row(row, total)
+
+
+def _fleet_report(out, cfg, db, as_json):
+    import shlex
+    import sys
+
+    devices = []
+    for d in out.devices:
+        s = _summary(d.result, cfg, db)
+        s.update(hosts=d.hostnames, ray_nodes=d.nodes, lost=d.lost)
+        devices.append(s)
+    resume = "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if as_json:
+        echo_json({"resource": out.resource, "devices": devices, "measured": out.measured,
+                   "interrupted": out.interrupted, "wall_s": round(out.wall_s, 3), "db": str(db),
+                   "resume_command": resume if out.interrupted else None})
+    else:
+        for d, s in zip(out.devices, devices):
+            _table(s, cfg, d.result)
+        click.echo(f"{len(out.devices)} device(s) with resource {out.resource!r}: {out.measured} rows written to {db}")
+    if out.interrupted or any(d.lost for d in out.devices):
+        click.echo(f"stopped early; resume with the same command:\n  {resume}", err=True)
+        sys.exit(130)
 
 
 def _run(store, cfg, ray_address, as_json):
@@ -166,17 +256,13 @@ def _run_layers(store, cfg, as_json):
         return profile_layers(store, cfg, on_row=bar.layer)
 
 
-def _report(res, cfg, db, layer_rows, as_json, until=None):
-    import shlex
-    import sys
-
+def _summary(res, cfg, db) -> dict:
+    """The numbers of one device's campaign, for the table and --json."""
     out = {"campaign": res.campaign_id, "device_id": res.device_id, "planned": res.planned,
            "measured": res.measured, "errors": res.errors, "skipped_already_stored": res.skipped,
            "resumed": res.resumed, "interrupted": res.interrupted, "wall_s": round(res.wall_s, 3),
            "archs_per_min": round(60 * res.measured / res.wall_s, 2) if res.wall_s else None,
            "overhead_share": round(res.overhead_share, 4), "db": str(db)}
-    if layer_rows is not None:
-        out["layer_rows_written"] = layer_rows
     ok = [r["latency_ms"] for r in res.rows if r["status"] == "ok"]
     if ok:
         out.update(min_ms=min(ok), median_latency_ms=sorted(ok)[len(ok) // 2], max_ms=max(ok))
@@ -185,6 +271,16 @@ def _report(res, cfg, db, layer_rows, as_json, until=None):
         out.update(canary=res.canary["arch"], canary_reference_ms=res.canary["reference_ms"])
     if res.speed_range:
         out.update(speed_factor_min=res.speed_range[0], speed_factor_max=res.speed_range[1])
+    return out
+
+
+def _report(res, cfg, db, layer_rows, as_json, until=None):
+    import shlex
+    import sys
+
+    out = _summary(res, cfg, db)
+    if layer_rows is not None:
+        out["layer_rows_written"] = layer_rows
     if until is not None:
         out["until"] = until.to_dict()
     resume = "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -63,9 +63,13 @@ def test_parse_cpuinfo_x86_and_arm():
 
 def test_two_hosts_of_one_model_name_get_two_ids():
     """The reported case: both say 'AMD EPYC', one has AVX-512 (family 25 model 17)."""
-    a = device_fingerprint(threads=1)
-    other = {**a, "cpu_model_number": 17, "cpu_flags": sorted({*a["cpu_flags"], "avx512f"})}
-    assert device_id(other) != a["device_id"]
+    here = device_fingerprint(threads=1)
+    # both hosts built from this one's fingerprint, so the test holds on either kind of host
+    old = {**here, "cpu_model_number": 1, "cpu_flags": sorted(set(here["cpu_flags"]) - {"avx512f"})}
+    new = {**here, "cpu_model_number": 17, "cpu_flags": sorted({*here["cpu_flags"], "avx512f"})}
+    assert device_id(old) != device_id(new)
+    assert device_id({**old, "cpu_model_number": 17}) != device_id(old)  # the model number alone tells them apart
+    a = {**here, "device_id": device_id(here)}
     assert device_id({**a, "cpu_family": 23}) != a["device_id"]
     assert device_id({**a, "protocol": "plain"}) != a["device_id"]
     assert device_id({**a, "hostname": "elsewhere"}) == a["device_id"]
@@ -94,8 +98,8 @@ def test_hardware_diff_and_side_by_side():
 
     a = device_fingerprint(threads=1)
     assert hardware_diff(a, device_fingerprint(threads=2)) == []  # settings are not hardware
-    b = {**a, "cpu_model_number": 17}
-    assert hardware_diff(a, b) == [("cpu_model_number", a["cpu_model_number"], 17)]
+    b = {**a, "cpu_model_number": a["cpu_model_number"] + 16}  # another model, whichever this host is
+    assert hardware_diff(a, b) == [("cpu_model_number", a["cpu_model_number"], b["cpu_model_number"])]
     text = describe_side_by_side(a, b, labels=("shipped", "here"))
     lines = text.splitlines()
     assert "shipped" in lines[0] and "here" in lines[0]

@@ -10,17 +10,8 @@ from hwnas import predictors as preds
 from hwnas.errors import SearchError
 from hwnas.search import SearchConfig, run_search
 from hwnas.search.pareto import Point, front, pick
+from tests.cli_exit import cli_exit_code
 from tests.search.test_search_loop import _micro_config, _synthetic_latency
-
-
-def _cli(*args) -> int:
-    from hwnas.cli.main import main
-
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_front_is_non_dominated_and_sorted():
@@ -70,15 +61,15 @@ def test_several_budgets_from_one_supernet_and_export_any(tmp_path, micro_space,
     for b in res.per_budget[1:]:
         assert b["acc"] == max(q["acc"] for q in fr if q["cost"] <= b["budget"])
     # export the middle budget's pick and the front's cheapest arch
-    assert _cli("export", "--run", str(out), "--budget", f"{budgets[1]}ms", "--epochs", "0", "--limit", "60",
-                "--runs", "5", "--out", str(tmp_path / "mid.onnx"), "--json") == 0
+    assert cli_exit_code(("export", "--run", str(out), "--budget", f"{budgets[1]}ms", "--epochs", "0", "--limit", "60",
+                "--runs", "5", "--out", str(tmp_path / "mid.onnx"), "--json")) == 0
     card = json.loads((tmp_path / "mid.json").read_text())
     assert card["arch"] == res.per_budget[1]["arch"]
-    assert _cli("export", "--run", str(out), "--pareto-index", "0", "--epochs", "0", "--limit", "60",
-                "--runs", "5", "--out", str(tmp_path / "cheap.onnx"), "--json") == 0
+    assert cli_exit_code(("export", "--run", str(out), "--pareto-index", "0", "--epochs", "0", "--limit", "60",
+                "--runs", "5", "--out", str(tmp_path / "cheap.onnx"), "--json")) == 0
     assert json.loads((tmp_path / "cheap.json").read_text())["arch"] == fr[0]["arch"]
-    assert _cli("export", "--run", str(out), "--pareto-index", str(len(fr)), "--epochs", "0",
-                "--out", str(tmp_path / "x.onnx")) == 2
+    assert cli_exit_code(("export", "--run", str(out), "--pareto-index", str(len(fr)), "--epochs", "0",
+                "--out", str(tmp_path / "x.onnx"))) == 2
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -102,13 +93,13 @@ def test_tail_budget_uses_the_predictors_quantile(tmp_path, micro_space, micro_p
 def test_cli_latency_budgets(tmp_path, micro_space, micro_pred, capsys):
     path, _, budgets = micro_pred
     spec = ",".join(f"{b:.6f}" for b in budgets[::-1]) + "ms"  # unsorted, unit on the last only
-    code = _cli("search", "--space", "micro", "--strategy", "parsec", "--latency-budgets", spec, "--predictor",
+    code = cli_exit_code(("search", "--space", "micro", "--strategy", "parsec", "--latency-budgets", spec, "--predictor",
                 str(path), "--force", "--epochs", "2", "--limit", "120", "--samples", "2", "--batch-size", "32",
-                "--out", str(tmp_path / "cli"), "--json")
+                "--out", str(tmp_path / "cli"), "--json"))
     out = capsys.readouterr().out
     assert code == 0
     res = json.loads(out)
     assert res["latency_budget_ms"] == pytest.approx(min(budgets), rel=1e-5)
     assert [b["budget"] for b in res["per_budget"]] == pytest.approx(sorted(budgets), rel=1e-5)
-    assert _cli("search", "--space", "micro", "--latency-budgets", "0.1", "--latency-budget", "0.1",
-                "--predictor", str(path), "--out", str(tmp_path / "bad")) == 2
+    assert cli_exit_code(("search", "--space", "micro", "--latency-budgets", "0.1", "--latency-budget", "0.1",
+                "--predictor", str(path), "--out", str(tmp_path / "bad"))) == 2
