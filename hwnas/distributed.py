@@ -83,11 +83,13 @@ def current_world() -> World:
 
 
 @contextlib.contextmanager
-def process_group(device: str = "cpu"):
+def process_group(device: str = "cpu", timeout: datetime.timedelta = TIMEOUT):
     """Join torchrun's process group for the block: NCCL when ``device`` is CUDA, gloo on CPU.
 
     A no-op in one process, and when the group already exists (a search inside ``hwnas demo``
-    joins the demo's group); the group is left only by the call that joined it."""
+    joins the demo's group); the group is left only by the call that joined it.  ``timeout``:
+    how long one collective waits for the slowest rank (``hwnas demo`` profiles on rank 0
+    while the others wait, so it asks for longer)."""
     import torch.distributed as dist
 
     world = env_world()
@@ -102,7 +104,7 @@ def process_group(device: str = "cpu"):
             raise SearchError(f"device {device!r} asked for CUDA but torch sees no GPU here; valid: cpu")
         torch.cuda.set_device(world.local_rank)
         backend = "nccl"
-    dist.init_process_group(backend, timeout=TIMEOUT)
+    dist.init_process_group(backend, timeout=timeout)
     try:
         yield current_world()
     finally:
@@ -113,6 +115,16 @@ def process_group(device: str = "cpu"):
 
         gc.collect()
         dist.destroy_process_group()
+
+
+def check_batch(batch_size: int, world: World) -> None:
+    """A step's ``batch_size`` is split over the ranks, so it must be a multiple of the world
+    size (a ``SearchError`` naming the nearest valid sizes otherwise)."""
+    if batch_size % world.size:
+        lower = batch_size // world.size * world.size
+        near = ", ".join(str(m) for m in (lower, lower + world.size) if m > 0)
+        raise SearchError(f"batch_size={batch_size} is one step's batch over all {world.size} ranks and must "
+                          f"be a multiple of the world size; valid nearby: {near}")
 
 
 def rank_device(device: str, world: World) -> str:

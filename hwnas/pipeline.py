@@ -16,10 +16,18 @@ run folder::
 
 A run folder is resumable: profiling skips archs already stored, and the search continues
 from its checkpoint (``resume=True``).
+
+Under ``torchrun --nproc-per-node N -m hwnas demo`` the same function runs on every rank:
+rank 0 alone profiles, trains (and adapts) the predictor, sets the budget and exports, while
+the others wait in a collective (``hwnas.distributed.agree``: an error on rank 0 ends every
+rank with that one error); all N ranks train the search's supernet together (DDP, see
+``hwnas.search``).  The ranks read the predictor rank 0 wrote, so the run folder must be one
+they all see: one machine, or ``--out`` on a shared disk (checked before the search).
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import time
@@ -39,6 +47,9 @@ log = logging.getLogger(__name__)
 SHIPPED_LATENCIES = {"tiny": DATA_DIR / "latency" / "tiny_cpu.csv"}
 STAGES = ("profile", "predictor", "budget", "search", "export")
 ADAPT_MIN = 5  # fewest local archs worth adapting from (hwnas.predictors._adapt needs 3)
+# under torchrun the other ranks wait in one collective while rank 0 profiles (a 300-arch
+# campaign takes minutes here; thousands of archs take hours)
+RANK_WAIT = datetime.timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,8 @@ class PipelineConfig:
     from_supernet: bool = False
     limit: int | None = None  # use only this many images of the dataset (tests, quick looks)
     threads: int = 1  # torch threads: one is fastest on a small shared CPU
+    device: str = "cpu"  # where the search's supernet trains (cuda: one GPU per torchrun rank)
+    batch_size: int = 64  # the search's batch of one step, over all torchrun ranks
     resume: bool = False
 
     def __post_init__(self):
@@ -81,6 +94,10 @@ class PipelineConfig:
             raise SearchError(f"num_archs must be >= 10 to train a predictor, got {self.num_archs}")
         if self.adapt_archs != 0 and self.adapt_archs < ADAPT_MIN:
             raise SearchError(f"adapt_archs must be 0 (no adaptation) or >= {ADAPT_MIN}, got {self.adapt_archs}")
+        if self.device not in ("cpu", "cuda"):
+            raise SearchError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.batch_size < 1:
+            raise SearchError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass
@@ -112,6 +129,7 @@ class PipelineResult:
     canary_vs_data: float | None = None  # this machine's canary / the data's canary reference (--quick)
     adapted: dict | None = None  # quick: the shipped data's predictor adapted here (archs, LOO metrics, base)
     budget_confidence: float | None = None  # the search's pick met the budget at this predictive quantile
+    world_size: int = 1  # torchrun ranks that trained the supernet
     stage_seconds: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -126,24 +144,47 @@ def run_pipeline(config: PipelineConfig, *, hooks: Hooks | None = None,
     """Run every stage in order; ``on_stage(stage, message)`` reports each finished stage.
 
     torch runs with ``config.threads`` threads meanwhile (one is fastest for these small
-    convolutions on a shared CPU) and gets its own setting back afterwards."""
+    convolutions on a shared CPU) and gets its own setting back afterwards.  Under torchrun
+    every rank calls this and gets the same result; only rank 0 reports (hooks, on_stage)."""
+    from hwnas.distributed import process_group
     from hwnas.torch_threads import torch_threads
 
-    with torch_threads(max(1, int(config.threads))):
-        return _run_stages(config, hooks or {}, on_stage or (lambda stage, msg: log.info("%s: %s", stage, msg)))
+    with torch_threads(max(1, int(config.threads))), process_group(config.device, RANK_WAIT) as world:
+        if not world.is_main:
+            hooks, on_stage = {}, (lambda stage, msg: None)
+        return _run_stages(config, hooks or {}, on_stage or (lambda stage, msg: log.info("%s: %s", stage, msg)),
+                           world)
 
 
-def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], None]) -> PipelineResult:
+def _timed(res: PipelineResult, stage: str, fn):
+    t0 = time.perf_counter()
+    value = fn()
+    res.stage_seconds[stage] = round(time.perf_counter() - t0, 2)
+    return value
+
+
+def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], None], world) -> PipelineResult:
+    from hwnas.distributed import agree, check_batch
+
+    agree(world, lambda: check_batch(config.batch_size, world))  # before rank 0 spends minutes profiling
+    res = agree(world, lambda: _before_search(config, hooks, say), main_only=True)
+    out = Path(res.out)
+    agree(world, lambda: _check_visible(out, world))
+    res.world_size = world.size
+    search = _timed(res, "search", lambda: _search(config, out, res.latency_budget_ms, hooks.get("search")))
+    res.arch, res.predicted_latency_ms = search.arch, search.predicted_latency_ms
+    res.supernet_val_acc, res.archs_sampled = search.supernet_val_acc, search.archs_sampled
+    say("search", f"{search.arch}: predicted {search.predicted_latency_ms:.4f} ms, {search.archs_sampled} archs "
+                  f"sampled, supernet val acc {search.supernet_val_acc:.3f}"
+                  + (f" ({world.size} ranks)" if world.active else ""))
+    return agree(world, lambda: _export_stage(config, out, hooks, say, res), main_only=True)
+
+
+def _before_search(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], None]) -> PipelineResult:
+    """Profile (or read the shipped data), train and adapt the predictor, set the budget."""
     out = _prepare_out(config)
     res = PipelineResult(out=str(out), space=config.space)
-
-    def timed(stage, fn):
-        t0 = time.perf_counter()
-        value = fn()
-        res.stage_seconds[stage] = round(time.perf_counter() - t0, 2)
-        return value
-
-    data = timed("profile", lambda: _profile(config, out, hooks.get("profile")))
+    data = _timed(res, "profile", lambda: _profile(config, out, hooks.get("profile")))
     res.latency_source, res.archs_measured = data.source, len(data)
     res.latency_range_ms = (float(data.latency_ms.min()), float(data.latency_ms.max()))
     say("profile", f"{len(data)} archs, {res.latency_range_ms[0]:.3f}-{res.latency_range_ms[1]:.3f} ms "
@@ -153,14 +194,14 @@ def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], 
         res.canary_vs_data = _canary_vs_data(data)
         say("device", _describe_quick(data, res.canary_vs_data))
 
-    report = timed("predictor", lambda: _train_predictor(config, out, data))
+    report = _timed(res, "predictor", lambda: _train_predictor(config, out, data))
     res.predictor_metrics = report["test_metrics"]
     m = res.predictor_metrics
     say("predictor", f"{report['model']}: held-out within 10% {100 * m['within_10']:.1f}%, "
                      f"MAPE {100 * m['mape']:.1f}%, Kendall tau {m['kendall_tau']:.3f} ({report['n_test']} archs)")
     adapted = None
     if config.quick and config.adapt_archs:
-        adapted = timed("adapt", lambda: _adapt(config, out, hooks.get("adapt")))
+        adapted = _timed(res, "adapt", lambda: _adapt(config, out, hooks.get("adapt")))
         loo = adapted.metrics_["loo"]
         res.adapted = {"archs": adapted.metrics_["n_target"], "loo_metrics": loo, "device": adapted.device_name,
                        "base_device": data.device_name or data.device_id}
@@ -172,14 +213,20 @@ def _run_stages(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str], 
     res.latency_budget_ms, res.budget_source = _budget(config, data, adapted)
     res.budget_confidence = config.budget_confidence
     say("budget", f"{res.latency_budget_ms:.4f} ms ({res.budget_source})")
+    return res
 
-    search = timed("search", lambda: _search(config, out, res.latency_budget_ms, hooks.get("search")))
-    res.arch, res.predicted_latency_ms = search.arch, search.predicted_latency_ms
-    res.supernet_val_acc, res.archs_sampled = search.supernet_val_acc, search.archs_sampled
-    say("search", f"{search.arch}: predicted {search.predicted_latency_ms:.4f} ms, {search.archs_sampled} archs "
-                  f"sampled, supernet val acc {search.supernet_val_acc:.3f}")
 
-    exported = timed("export", lambda: _export(config, out, hooks.get("export")))
+def _check_visible(out: Path, world) -> None:
+    """Every rank must read the predictor rank 0 just wrote (and share the search's folder)."""
+    if not (out / "predictor.hwp").is_file():
+        raise HwnasError(f"rank {world.rank} cannot see {str(out / 'predictor.hwp')!r}, which rank 0 wrote: run "
+                         "the torchrun demo on one machine, or give --out a folder on a disk every node shares")
+
+
+def _export_stage(config: PipelineConfig, out: Path, hooks: Hooks, say: Callable[[str, str], None],
+                  res: PipelineResult) -> PipelineResult:
+    """Train, export and measure the pick; write RUN/summary.json."""
+    exported = _timed(res, "export", lambda: _export(config, out, hooks.get("export")))
     res.measured_latency_ms, res.within_budget = exported.measured_latency_ms, exported.within_budget
     res.accuracy, res.flops, res.params = exported.accuracy, exported.flops, exported.params
     res.onnx_accuracy = exported.parity.onnx_accuracy
@@ -246,7 +293,8 @@ def _prepare_out(config: PipelineConfig) -> Path:
                 raise HwnasError(f"{str(saved)!r} is not valid JSON; it is not a run folder this version can "
                                  "resume (choose another --out)") from None
             now = dataclasses.asdict(config)
-            diff = [k for k in now if k not in ("resume", "out") and before.get(k) != now[k]]
+            default = {f.name: f.default for f in dataclasses.fields(config)}  # a setting newer than the run
+            diff = [k for k in now if k not in ("resume", "out") and before.get(k, default[k]) != now[k]]
             if diff:
                 raise HwnasError(f"cannot resume {str(out)!r}: settings differ from the saved run: "
                                  + ", ".join(f"{k}={now[k]!r} (was {before.get(k)!r})" for k in diff))
@@ -339,7 +387,8 @@ def _search(config: PipelineConfig, out: Path, budget_ms: float, progress):
                        epochs=config.search_epochs, seed=config.seed, out=str(search_dir),
                        latency_budget_ms=budget_ms, penalty=config.penalty, predictor=str(out / "predictor.hwp"),
                        budget_quantile=config.budget_confidence,
-                       limit=config.limit, threads=config.threads,
+                       limit=config.limit, threads=config.threads, device=config.device,
+                       batch_size=config.batch_size,
                        resume=config.resume and (search_dir / "checkpoint.pt").exists())
     if cfg.resume and (search_dir / "result.json").exists():
         from hwnas.search import SearchResult

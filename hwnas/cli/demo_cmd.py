@@ -25,9 +25,13 @@ from hwnas.cli._common import echo_json, human, json_option
 @click.option("--limit", default=None, type=click.IntRange(min=50), help="Use only this many images (a quick look).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of every stage.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="torch threads for training.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the search's supernet trains; under torchrun, cuda means one GPU per rank (NCCL).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="The search's batch of one step (over all ranks under torchrun: a multiple of their number).")
 @json_option
 def demo(out, resume, quick, adapt_archs, num_archs, latency_budget, budget_confidence, strategy, search_epochs, export_epochs, limit, seed,
-         threads, as_json):
+         threads, device, batch_size, as_json):
     """Run profile -> predictor -> search -> export on the embedded defaults.
 
     On a machine with no GPU and no datasets: profiles the `tiny` space on the CPU with ONNX
@@ -35,6 +39,11 @@ def demo(out, resume, quick, adapt_archs, num_archs, latency_budget, budget_conf
     budget inside the measured range, runs the FP-NAS search on scikit-learn's digits
     (upscaled to 32x32), trains and exports the winner to ONNX, verifies it and measures it.
     Every stage's output stays in one run folder.
+
+    \b
+    Data-parallel supernet training: torchrun --nproc-per-node 2 -m hwnas demo
+    (rank 0 profiles, trains the predictor and exports; every rank trains the supernet;
+    the ranks must share the run folder: one machine, or --out on a shared disk).
     """
     import contextlib
 
@@ -46,10 +55,14 @@ def demo(out, resume, quick, adapt_archs, num_archs, latency_budget, budget_conf
         out=out or default_out(), quick=quick, adapt_archs=adapt_archs, num_archs=num_archs,
         latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
         budget_confidence=budget_confidence or None, strategy=strategy, search_epochs=search_epochs,
-        export_epochs=export_epochs, limit=limit, seed=seed, threads=threads, resume=resume,
+        export_epochs=export_epochs, limit=limit, seed=seed, threads=threads, device=device, batch_size=batch_size,
+        resume=resume,
     )
-    if as_json:
-        return echo_json(run_pipeline(config).to_dict())
+    from hwnas.distributed import env_world
+
+    if as_json or not env_world().is_main:  # torchrun ranks > 0 work silently; rank 0 reports
+        res = run_pipeline(config)
+        return echo_json(res.to_dict()) if as_json and env_world().is_main else None
     from rich.console import Console
 
     con = Console(stderr=True)
@@ -102,6 +115,8 @@ def _summary(res) -> None:
     m = res.predictor_metrics
     t.add_row("predictor held-out", f"within 10% {100 * m['within_10']:.1f}%, Kendall tau {m['kendall_tau']:.3f}")
     t.add_row("archs profiled / sampled by search", f"{res.archs_measured} / {res.archs_sampled}")
+    if res.world_size > 1:
+        t.add_row("supernet training", f"{res.world_size} ranks (torchrun)")
     t.add_row("time per stage", ", ".join(f"{k} {v:.0f} s" for k, v in res.stage_seconds.items()))
     t.add_row("model", str(res.onnx_path))
     Console().print(t)

@@ -92,3 +92,31 @@ def test_demo_refuses_too_few_archs_to_adapt(tmp_path):
 
     with pytest.raises(SearchError, match="adapt_archs must be 0 .* or >= 5, got 2"):
         PipelineConfig(out=str(tmp_path / "run"), quick=True, adapt_archs=2)
+
+
+@pytest.mark.slow
+def test_demo_under_torchrun_trains_the_supernet_on_two_ranks(tmp_path):
+    """rank 0 adapts the predictor, sets the budget and exports; both ranks train the
+    supernet; one report, one run folder; a batch the ranks cannot split fails before
+    anything is written."""
+    from tests.torchrun import torchrun
+
+    out = tmp_path / "run"
+    args = ["-m", "hwnas", "demo", "--quick", "--adapt-archs", "5", "--search-epochs", "2", "--export-epochs", "0",
+            "--limit", "200", "--latency-budget", "0.2ms"]
+    proc = torchrun(2, args + ["--out", str(out), "--json"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout)  # one JSON document: only rank 0 prints
+    assert res["world_size"] == 2 and res["out"] == str(out)
+    search = json.loads((out / "search/result.json").read_text())
+    assert search["world_size"] == 2 and search["arch"] == res["arch"]
+    assert json.loads((out / "summary.json").read_text())["world_size"] == 2
+    assert (out / "model.onnx").is_file() and res["predicted_latency_ms"] <= 0.2
+    assert len(_rows(out / "latency.db")) == 5  # measured once, by rank 0
+
+    bad = tmp_path / "bad"
+    proc = torchrun(2, args + ["--batch-size", "33", "--out", str(bad)])
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: batch_size=33 is one step's batch over all 2 ranks and must be a multiple of the "
+                      "world size; valid nearby: 32, 34"], proc.stderr[-2000:]
+    assert proc.returncode != 0 and not bad.exists()
