@@ -433,15 +433,16 @@ def _initial_model(cfg: ExportConfig, target: _Target, splits):
         return build_model(target.space, target.arch, target.resolution, splits.num_classes)
     import torch
 
-    from hwnas.nn.supernet import Supernet
+    from hwnas.nn.supernet import Supernet, private_bn_from_state
     from hwnas.train import recalibrate_bn
 
     path = target.run_dir / "supernet.pt"
-    net = Supernet(target.space, splits.num_classes, target.resolution)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user problem here
         raise ExportError(f"cannot load {path}: {e}") from None
+    # a supernet with per-choice BN (BN-NAS) saves one BN per choice: build the same layout
+    net = Supernet(target.space, splits.num_classes, target.resolution, private_bn=private_bn_from_state(state))
     try:
         net.load_state_dict(state)
     except RuntimeError as e:

@@ -27,6 +27,19 @@ width that earlier layers can produce, then slices):
 
 BatchNorm slices share affine parameters and running statistics; see ``supernet.py`` for
 why running statistics must be recalibrated per path before they mean anything.
+
+**Private BN** (opt-in, ``private`` positions out of ``BN_POSITIONS``): at a named position
+the slot holds one BN *per op choice* instead of one shared by every choice (a
+``ModuleDict`` ``<position>_bns`` keyed by ``bn_key(op.name)``), sized to the widest tensor
+that op produces there.  Why: BN-NAS (Chen et al., ICCV 2021, arXiv 2108.07375) ranks
+choices by the |gamma| of the BN after each candidate's last 1x1 conv, which only tells
+choices apart when every choice owns that BN (its official supernet has one BN per
+candidate block; ``bychen515/BNNAS : supernet/torch_blocks.py``).  Positions:
+``expand`` (after the expand 1x1 conv), ``spatial`` (after the depthwise conv, or the
+split-attention conv, which is then private per op rather than per radix) and
+``project`` (after the project 1x1 conv, BN-NAS's position).  A private BN is still
+shared by the paths that pick the same op with different input widths (leading
+channels, as above).  The skip projection's BN is private to ``skip`` already.
 """
 from __future__ import annotations
 
@@ -35,8 +48,17 @@ import math
 import torch
 from torch import nn
 
-from hwnas.space import Layer, LayerPlan
+from hwnas.space import Layer, LayerPlan, Op
 from hwnas.space._plan import plan_layer, sa_channels, se_channels
+
+
+BN_POSITIONS = ("expand", "spatial", "project")
+
+
+def bn_key(op_name: str) -> str:
+    """``ModuleDict`` key of an op's private BN: the op name with ``.`` (not allowed in a
+    module name) written as ``p`` (``k3_e2_w0.5`` -> ``k3_e2_w0p5``)."""
+    return op_name.replace(".", "p")
 
 
 def conv_weight(cout: int, cin: int, k1: int = 1, k2: int | None = None) -> nn.Parameter:
@@ -72,8 +94,9 @@ def centre(w: torch.Tensor, k: int) -> torch.Tensor:
 class SuperLayer(nn.Module):
     """Storage for one searchable layer slot; ``tensors(p)`` gives ``build_layer(p)``'s state."""
 
-    def __init__(self, layer: Layer, in_channels: set[int] | frozenset[int]):
+    def __init__(self, layer: Layer, in_channels: set[int] | frozenset[int], private: frozenset[str] = frozenset()):
         super().__init__()
+        self.private = frozenset(private)
         plans = [plan_layer(layer, op, ch, 1) for ch in sorted(in_channels) for op in layer.ops]
         blocks = [p for p in plans if not p.op.skip]
         mb = [p for p in blocks if not p.op.radix]
@@ -86,19 +109,31 @@ class SuperLayer(nn.Module):
             hid = max(p.hidden for p in blocks)
             cout = max(p.out_channels for p in blocks)
             self.expand_w = conv_weight(hid, cin)
-            self.expand_bn = nn.BatchNorm2d(hid)
+            if "expand" in self.private:
+                self.expand_bns = _private_bns(blocks, lambda p: p.hidden)
+            else:
+                self.expand_bn = nn.BatchNorm2d(hid)
             self.project_w = conv_weight(cout, hid)
-            self.project_bn = nn.BatchNorm2d(cout)
+            if "project" in self.private:
+                self.project_bns = _private_bns(blocks, lambda p: p.out_channels)
+            else:
+                self.project_bn = nn.BatchNorm2d(cout)
         if mb:
             h, k = max(p.hidden for p in mb), max(p.op.kernel for p in mb)
             self.dw_w = conv_weight(h, 1, k)
-            self.dw_bn = nn.BatchNorm2d(h)
+            if "spatial" in self.private:
+                self.dw_bns = _private_bns(mb, lambda p: p.hidden)
+            else:
+                self.dw_bn = nn.BatchNorm2d(h)
         if sa:
             h, k = max(p.hidden for p in sa), max(p.op.kernel for p in sa)
             rmax = max(p.op.radix for p in sa)
             mid = max(sa_channels(p.hidden, p.op.radix) for p in sa)
             self.sa_w = nn.Parameter(conv_weight(h * rmax, 1, k).detach().reshape(h, rmax, k, k))
-            self.sa_bn = nn.ModuleDict({str(r): nn.BatchNorm2d(h * r) for r in sorted({p.op.radix for p in sa})})
+            if "spatial" in self.private:
+                self.sa_bns = _private_bns(sa, lambda p: p.hidden * p.op.radix)
+            else:
+                self.sa_bn = nn.ModuleDict({str(r): nn.BatchNorm2d(h * r) for r in sorted({p.op.radix for p in sa})})
             self.fc1_w = conv_weight(mid, h)
             self.fc1_b = nn.Parameter(torch.zeros(mid))
             self.fc2_w = nn.Parameter(conv_weight(h * rmax, mid).detach().reshape(h, rmax, mid))
@@ -123,19 +158,19 @@ class SuperLayer(nn.Module):
             return {"0.weight": self.proj_w[:p.out_channels, :p.in_channels], **bn_tensors(self.proj_bn, p.out_channels, "1")}
         h, g = p.hidden, op.groups
         t = {"expand.0.weight": dense_1x1(self.expand_w, h, p.in_channels, g)}
-        t.update(bn_tensors(self.expand_bn, h, "expand.1"))
+        t.update(bn_tensors(self.bn("expand", op), h, "expand.1"))
         if op.radix:
             r, k = op.radix, op.kernel
             mid = sa_channels(h, r)
             t["spatial.conv.0.weight"] = centre(self.sa_w[:h, :r], k).reshape(h * r, 1, k, k)
-            t.update(bn_tensors(self.sa_bn[str(r)], h * r, "spatial.conv.1"))
+            t.update(bn_tensors(self.bn("spatial", op), h * r, "spatial.conv.1"))
             t["spatial.fc1.weight"] = self.fc1_w[:mid, :h]
             t["spatial.fc1.bias"] = self.fc1_b[:mid]
             t["spatial.fc2.weight"] = self.fc2_w[:h, :r, :mid].reshape(h * r, mid, 1, 1)
             t["spatial.fc2.bias"] = self.fc2_b[:h, :r].reshape(h * r)
         else:
             t["spatial.0.weight"] = centre(self.dw_w[:h], op.kernel)
-            t.update(bn_tensors(self.dw_bn, h, "spatial.1"))
+            t.update(bn_tensors(self.bn("spatial", op), h, "spatial.1"))
         if op.se:
             mid = se_channels(h)
             t["se.reduce.weight"] = self.se_reduce_w[:mid, :h]
@@ -143,8 +178,27 @@ class SuperLayer(nn.Module):
             t["se.expand.weight"] = self.se_expand_w[:h, :mid]
             t["se.expand.bias"] = self.se_expand_b[:h]
         t["project.0.weight"] = dense_1x1(self.project_w, p.out_channels, h, g)
-        t.update(bn_tensors(self.project_bn, p.out_channels, "project.1"))
+        t.update(bn_tensors(self.bn("project", op), p.out_channels, "project.1"))
         return t
+
+    def bn(self, position: str, op: Op) -> nn.BatchNorm2d:
+        """The BN that ``op`` (not ``skip``) uses at ``position`` (one of ``BN_POSITIONS``):
+        the slot's shared one, or the op's own when the position is private."""
+        if position == "spatial":
+            if op.radix:
+                return self.sa_bns[bn_key(op.name)] if "spatial" in self.private else self.sa_bn[str(op.radix)]
+            return self.dw_bns[bn_key(op.name)] if "spatial" in self.private else self.dw_bn
+        if position in self.private:
+            return getattr(self, f"{position}_bns")[bn_key(op.name)]
+        return getattr(self, f"{position}_bn")
+
+
+def _private_bns(plans: list[LayerPlan], size) -> nn.ModuleDict:
+    """One BN per op of ``plans``, as wide as the widest ``size(plan)`` over its input widths."""
+    widths: dict[str, int] = {}
+    for p in plans:
+        widths[p.op.name] = max(widths.get(p.op.name, 0), size(p))
+    return nn.ModuleDict({bn_key(name): nn.BatchNorm2d(n) for name, n in widths.items()})
 
 
 def reachable_channels(space) -> list[frozenset[int]]:

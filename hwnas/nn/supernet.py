@@ -36,6 +36,17 @@ are wrong for any single one (OFA Sec. 3.3; Guo et al. SPOS, ECCV 2020).  We the
 Eval mode without either reads whatever the slices hold (the training mixture, or the last
 path recalibrated); ``get_active_subnet()`` copies exactly that, so the extracted network
 always matches the supernet in eval mode.
+
+Private BN (``private_bn=("project",)``, off by default).  Shared BN affine parameters
+cannot tell choices apart; BN-NAS (Chen et al., ICCV 2021, arXiv 2108.07375) scores
+choices by them, so the supernet can give each (slot, op choice) its own BN at named
+positions (``BN_POSITIONS``; ``_supernet_layers`` documents the layout).  Paths, batch
+statistics, recalibration, ``synced_bn()`` and ``get_active_subnet()`` are unchanged: a
+path's tensors simply come from its op's BN.  Off, the state dict and every output are
+exactly today's.  A saved state dict tells which positions were private
+(``private_bn_from_state``), so a loader can rebuild the right supernet.
+
+Relaxed forward (``forward_relaxed(x, gates)``, FBNetV2's masking): see ``hwnas.nn.relaxed``.
 """
 from __future__ import annotations
 
@@ -50,8 +61,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from hwnas.errors import ArchError
-from hwnas.nn._supernet_layers import SuperLayer, bn_tensors, conv_weight, reachable_channels
+from hwnas.errors import ArchError, TrainError, valid_list
+from hwnas.nn._supernet_layers import BN_POSITIONS, SuperLayer, bn_tensors, conv_weight, reachable_channels
 from hwnas.nn.blocks import ConvBNAct, build_layer
 from hwnas.nn.model import Network
 from hwnas.nn.sync_bn import make_syncable
@@ -60,7 +71,8 @@ from hwnas.space import Arch, LayerPlan, NetPlan, SearchSpace, get_space, plan_a
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Supernet", "evaluate_arch", "recalibrate_bn", "train_supernet_epoch"]
+__all__ = ["BN_POSITIONS", "Supernet", "evaluate_arch", "private_bn_from_state", "recalibrate_bn",
+           "train_supernet_epoch"]
 
 _PLAN_CACHE = 4096
 
@@ -76,15 +88,24 @@ class Supernet(nn.Module):
     ``channels_last`` runs paths in NHWC memory layout: on CPU the depthwise-conv backward
     is ~3x faster that way, a whole epoch ~10% (``benchmarks/supernet_epoch.py``).
 
+    ``private_bn`` names the BN positions (``"expand"``, ``"spatial"``, ``"project"``, or
+    one of them as a string) where every op choice of a slot gets its own BN (BN-NAS's
+    indicator needs ``("project",)``); default ``()``: one BN per position shared by all
+    choices, as before.  The state-dict layout differs (``slots.<i>.project_bns.<op>.*``
+    instead of ``slots.<i>.project_bn.*``), so a state dict only loads into a supernet
+    with the same ``private_bn``; ``private_bn_from_state(state)`` reads it back.
+
     Multi-GPU (DDP): a path leaves some parameters unused (another radix's BN, SE weights
-    of a path without SE), so wrap with ``find_unused_parameters=True``.
+    of a path without SE, other ops' private BNs), so wrap with ``find_unused_parameters=True``.
     """
 
     def __init__(self, space: SearchSpace | str, num_classes: int | None = None, resolution: int | None = None,
-                 *, seed: int | None = None, bn_momentum: float = 0.1, channels_last: bool = True):
+                 *, seed: int | None = None, bn_momentum: float = 0.1, channels_last: bool = True,
+                 private_bn: tuple[str, ...] | list[str] | str = ()):
         super().__init__()
         space = get_space(space) if isinstance(space, str) else space
         self.space = space
+        self.private_bn = _check_private_bn(private_bn)
         self.num_classes = space.num_classes if num_classes is None else int(num_classes)
         self.resolution = space.resolution(None, resolution)
         self.bn_momentum = float(bn_momentum)
@@ -106,7 +127,8 @@ class Supernet(nn.Module):
         self.stem[0].weight = conv_weight(stem.channels, space.in_channels, stem.kernel)
         make_syncable(_bns(self.stem))
         ins = reachable_channels(space)
-        self.slots = nn.ModuleList(SuperLayer(layer, chans) for layer, chans in zip(space.layers, ins))
+        private = frozenset(self.private_bn)
+        self.slots = nn.ModuleList(SuperLayer(layer, chans, private) for layer, chans in zip(space.layers, ins))
         last_max = max(ins[-1])
         if space.head_channels:
             self.head_w = conv_weight(space.head_channels, last_max)
@@ -185,6 +207,14 @@ class Supernet(nn.Module):
         x = x.mean((2, 3))
         return F.linear(x, self.classifier.weight[:, :last], self.classifier.bias)
 
+    def forward_relaxed(self, x: torch.Tensor, gates) -> torch.Tensor:
+        """FBNetV2-style masked forward of all choices at once, weighted by ``gates`` (one
+        mapping dimension -> gate vector per decision); equals ``forward(x, arch)`` exactly
+        for one-hot gates.  See ``hwnas.nn.relaxed.relaxed_forward``."""
+        from hwnas.nn.relaxed import relaxed_forward  # relaxed builds on this module: import it late
+
+        return relaxed_forward(self, x, gates)
+
     def _head_tensors(self, last: int, prefix: str) -> dict[str, torch.Tensor]:
         return {f"{prefix}0.weight": self.head_w[:, :last], **bn_tensors(self.head_bn, self.space.head_channels, f"{prefix}1")}
 
@@ -246,7 +276,30 @@ class Supernet(nn.Module):
         self._calib_momentum = 1.0 / (t + 1)
 
     def extra_repr(self) -> str:
-        return f"space={self.space.name!r}, num_classes={self.num_classes}, resolution={self.resolution}"
+        extra = f", private_bn={self.private_bn}" if self.private_bn else ""
+        return f"space={self.space.name!r}, num_classes={self.num_classes}, resolution={self.resolution}{extra}"
+
+
+def _check_private_bn(private_bn) -> tuple[str, ...]:
+    names = (private_bn,) if isinstance(private_bn, str) else tuple(private_bn)
+    bad = [n for n in names if n not in BN_POSITIONS]
+    if bad:
+        raise TrainError(f"private_bn: unknown BN position {bad[0]!r}; valid: {valid_list(BN_POSITIONS)}")
+    return tuple(n for n in BN_POSITIONS if n in names)
+
+
+_PRIVATE_ATTRS = {"expand_bns": "expand", "dw_bns": "spatial", "sa_bns": "spatial", "project_bns": "project"}
+
+
+def private_bn_from_state(state: dict) -> tuple[str, ...]:
+    """The ``private_bn`` positions of the supernet that saved ``state`` (a ``state_dict()``),
+    so ``Supernet(space, ..., private_bn=private_bn_from_state(state))`` accepts it."""
+    found = set()
+    for key in state:
+        parts = str(key).split(".")
+        if len(parts) > 2 and parts[0] == "slots" and parts[2] in _PRIVATE_ATTRS:
+            found.add(_PRIVATE_ATTRS[parts[2]])
+    return tuple(n for n in BN_POSITIONS if n in found)
 
 
 def _bns(module: nn.Module) -> tuple[nn.BatchNorm2d, ...]:

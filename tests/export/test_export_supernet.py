@@ -16,12 +16,12 @@ ARCH = "k5_e3_w0.5-k3_e3-skip"
 LIMIT = 200
 
 
-def _run_dir(path, space, num_classes=10):
+def _run_dir(path, space, num_classes=10, private_bn=()):
     """A search run folder as ``hwnas search`` leaves it: result.json, config.json, supernet.pt."""
     from hwnas.nn.supernet import Supernet
 
     path.mkdir()
-    net = Supernet(space, num_classes=num_classes, resolution=16, seed=7)
+    net = Supernet(space, num_classes=num_classes, resolution=16, seed=7, private_bn=private_bn)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(7)
         randomize_bn(net)  # non-trivial BN statistics, so a copy that drops them shows
@@ -35,8 +35,9 @@ def _run_dir(path, space, num_classes=10):
     return net.eval()
 
 
-def test_from_supernet_exports_the_shared_weights(micro_space, tmp_path, one_torch_thread):
-    net = _run_dir(tmp_path / "run", micro_space)
+@pytest.mark.parametrize("private_bn", [(), ("project",)])  # BN-NAS's supernet: one project BN per choice
+def test_from_supernet_exports_the_shared_weights(micro_space, tmp_path, one_torch_thread, private_bn):
+    net = _run_dir(tmp_path / "run", micro_space, private_bn=private_bn)
     out = tmp_path / "m.onnx"
     res = export_arch(ExportConfig(out=out, run_dir=tmp_path / "run", from_supernet=True, epochs=0,
                                    bn_calibration_batches=0, latency_runs=3, latency_gap_s=0.0, latency_warmup=1))
