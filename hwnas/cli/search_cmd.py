@@ -1,4 +1,4 @@
-"""``hwnas search``: FP-NAS (or PARSEC / random) under a latency or FLOPs budget.
+"""``hwnas search``: FP-NAS (or PARSEC, GreedyNAS, ...) under a latency or FLOPs budget.
 
 Thin: parses the options into a ``SearchConfig``, runs ``hwnas.search.run_search`` with a
 rich progress bar, and prints a summary table (or ``--json``).
@@ -14,7 +14,8 @@ from hwnas.cli._progress import SearchBar
 @click.command("search")
 @click.option("--space", default="tiny", show_default=True, help="Search space name or YAML file.")
 @click.option("--strategy", default="fpnas", show_default=True,
-              help="fpnas | parsec | random | ddpnas | mdenas | evolution.")
+              help="fpnas | parsec | random | ddpnas | mdenas | evolution | greedynas (GreedyNAS: greedy "
+                   "supernet training, then evolution on the frozen supernet).")
 @click.option("--latency-budget", "latency_budget", help="Predicted-latency budget: '2ms', '2.5' (ms), '500us'. Needs --predictor.")
 @click.option("--flops-budget", "flops_budget", help="FLOPs (multiply-adds) budget: '300M', '1.5G', '20K'.")
 @click.option("--latency-budgets", "latency_budgets", default=None, metavar="B1,B2,...",
@@ -52,12 +53,20 @@ from hwnas.cli._progress import SearchBar
                    "(needs --train-paths 0).")
 @click.option("--lam", type=float, default=None,
               help="fpnas: K = max(1, round(lam * entropy)) [default: 0.25, the paper's].")
-@click.option("--train-sampler", type=click.Choice(["strategy", "uniform"]), default="strategy", show_default=True,
-              help="Paths the supernet trains on: the strategy's samples (coupled search), or uniform single "
-                   "paths (SPOS; needs --search-stage-steps).")
-@click.option("--search-stage-steps", type=int, default=0, show_default=True,
+@click.option("--train-sampler", default=None, metavar="strategy|uniform|greedy",
+              help="Paths the supernet trains on: the strategy's samples (coupled search), uniform single "
+                   "paths (SPOS), or GreedyNAS's best k of m scored paths (the last two need a search stage) "
+                   "[default: greedy for greedynas, else strategy].")
+@click.option("--search-stage-steps", type=int, default=None,
               help="Ask/tell rounds on the trained, frozen supernet after the last epoch (two-stage search, "
-                   "e.g. --strategy evolution --train-sampler uniform --search-stage-steps 20).")
+                   "e.g. --strategy evolution --train-sampler uniform --search-stage-steps 20) "
+                   "[default: 20 for greedynas, else 0].")
+@click.option("--pool-size", type=int, default=None,
+              help="greedy sampler: capacity n of the candidate pool of good paths [default: 50].")
+@click.option("--candidates", type=int, default=None,
+              help="greedy sampler: paths m sampled and scored per refill [default: 10].")
+@click.option("--keep-top", type=int, default=None,
+              help="greedy sampler: the k best of the m scored paths that train [default: 5].")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--reward", type=click.Choice(["loss", "acc"]), default=None,
               help="Reward of a sampled arch on a validation batch: -loss or accuracy [default: acc for ddpnas "
@@ -78,7 +87,7 @@ from hwnas.cli._progress import SearchBar
 @json_option
 def search(space, strategy, latency_budget, flops_budget, latency_budgets, budget_quantile, penalty, penalty_weight, predictor, force, dataset, limit,
            epochs, warmup_epochs, samples_per_step, train_paths, arch_lr, switch_epoch, estimator, weight_estimator, lam,
-           train_sampler, search_stage_steps, batch_size, reward, seed, threads, device, rank_paths, grad_sync, out, resume,
+           train_sampler, search_stage_steps, pool_size, candidates, keep_top, batch_size, reward, seed, threads, device, rank_paths, grad_sync, out, resume,
            as_json):
     """Search the most accurate architecture within a latency or FLOPs budget.
 
@@ -87,6 +96,7 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
       hwnas search --space tiny --flops-budget 4M --epochs 3 --out runs/f4m
       hwnas search --strategy fpnas --latency-budget 2ms --predictor pred.hwp --out runs/l2
       hwnas search --out runs/l2 --latency-budget 2ms --predictor pred.hwp --epochs 6 --resume
+      hwnas search --strategy greedynas --flops-budget 4M --out runs/greedy
 
     \b
     Data-parallel (DDP; --batch-size is the batch of a step over all ranks):
@@ -110,6 +120,8 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
         if strategy != "fpnas":
             raise click.UsageError("--lam only applies to --strategy fpnas")
         sparams["lam"] = lam
+    greedy = {k: v for k, v in (("pool_size", pool_size), ("candidates", candidates), ("keep_top", keep_top))
+              if v is not None}
     config = SearchConfig(
         space=space, strategy=strategy, dataset=dataset, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed,
         out=out, latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
@@ -118,7 +130,7 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
         penalty_weight=penalty_weight, predictor=predictor, force=force, reward=reward,
         samples_per_step=samples_per_step, train_paths=train_paths, arch_lr=arch_lr, switch_epoch=switch_epoch,
         weight_estimator=weight_estimator, strategy_params=sparams, train_sampler=train_sampler,
-        search_stage_steps=search_stage_steps,
+        search_stage_steps=search_stage_steps, train_sampler_params=greedy,
         batch_size=batch_size, limit=limit, threads=threads, resume=resume, device=device, rank_paths=rank_paths,
         grad_sync=grad_sync,
     )

@@ -34,6 +34,10 @@ class Strategy(abc.ABC):
     #: whether its distribution learns by gradient, so a penalty on it (``differentiable``,
     #: ``logcost``) can act: PARSEC and FP-NAS, not the rule-based tables (DDPNAS, MdeNAS)
     differentiable: bool = False
+    #: settings of ``SearchConfig`` that choosing this strategy implies when the config leaves
+    #: them unset (``None``), e.g. GreedyNAS's ``{"train_sampler": "greedy", "search_stage_steps": 20}``:
+    #: a two-stage method is then one flag, and every setting stays overridable
+    preset: dict = {}
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8):
         if int(samples_per_step) < 1:
@@ -181,11 +185,17 @@ def list_strategies() -> list[str]:
     return sorted(_STRATEGIES)
 
 
-def create_strategy(name: str, space: SearchSpace, **params) -> Strategy:
-    """Instantiate a registered strategy; unknown names and parameters are errors."""
+def strategy_class(name: str) -> type[Strategy]:
+    """The class registered under ``name``; an unknown name is an error listing the valid ones."""
     cls = _STRATEGIES.get(name)
     if cls is None:
         raise RegistryError(f"unknown strategy {name!r}; valid: {valid_list(list_strategies())}")
+    return cls
+
+
+def create_strategy(name: str, space: SearchSpace, **params) -> Strategy:
+    """Instantiate a registered strategy; unknown names and parameters are errors."""
+    cls = strategy_class(name)
     try:
         return cls(space, **params)
     except TypeError as e:

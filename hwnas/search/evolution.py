@@ -9,14 +9,14 @@ fitness is the mean reward told (``Strategy._records``), and ``ranked`` the best
 
 Budgets: when the loop sets ``feasible`` (an arch -> bool predicate from the run's budget),
 every proposal must pass it, as SPOS's search rejects candidates over the FLOPs limit; the
-rewards are still shaped by the run's penalty.  hwnas runs it inside the coupled loop (the
-supernet trains on what it proposes); the two-stage use on a frozen supernet that GreedyNAS
-and BN-NAS need is not built (see README "Not built").
+rewards are still shaped by the run's penalty.  It runs inside the coupled loop (the supernet
+trains on what it proposes) or, two-stage as SPOS, in the search stage on the frozen supernet
+(``search_stage_steps``).  ``seed_population`` starts generation 0 from given archs instead of
+random ones (GreedyNAS: the best paths of its candidate pool, ``greedynas.py``).
 """
 from __future__ import annotations
 
-from typing import Callable
-
+from typing import Callable, Sequence
 
 from hwnas.errors import SearchError
 from hwnas.search.base import register_strategy, Strategy
@@ -39,6 +39,15 @@ class Evolution(Strategy):
         self.m_prob, self.max_tries = float(m_prob), int(max_tries)
         self.generation = 0
         self.feasible: Callable[[Arch], bool] | None = None
+        self.initial: list[str] = []  # generation 0 starts from these (``seed_population``)
+
+    def seed_population(self, archs: Sequence[Arch]) -> None:
+        """Start generation 0 from ``archs`` (those that meet ``feasible`` and are new), filling
+        the rest of the population with random archs as usual."""
+        if self.generation:
+            raise SearchError(f"seed_population must come before the first ask; this evolution is at "
+                              f"generation {self.generation}")
+        self.initial = [str(a) for a in archs]
 
     def num_samples(self) -> int:
         return self.population if self.generation == 0 else self.mutations + self.crossovers
@@ -59,13 +68,15 @@ class Evolution(Strategy):
         top = self.ranked(self.parents) if self.generation > 0 else []
         plan = (["random"] * n if not top else
                 ["mutate"] * min(n, self.mutations) + ["cross"] * max(0, n - self.mutations))
+        seeds = iter(self.initial if self.generation == 0 else ())
         for kind in plan:
-            a = None
-            for _ in range(self.max_tries):
-                cand = self._mutate(top) if kind == "mutate" else self._cross(top) if kind == "cross" else None
-                if cand is not None and self._ok(cand, taken):
-                    a = cand
-                    break
+            a = next((c for c in map(self.space.parse, seeds) if self._ok(c, taken)), None) if kind == "random" else None
+            if a is None and kind != "random":
+                for _ in range(self.max_tries):
+                    cand = self._mutate(top) if kind == "mutate" else self._cross(top)
+                    if self._ok(cand, taken):
+                        a = cand
+                        break
             a = a if a is not None else self._random(taken)
             taken.add(str(a))
             out.append(a)
@@ -86,8 +97,10 @@ class Evolution(Strategy):
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["generation"] = self.generation
+        state["initial"] = list(self.initial)
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.generation = int(state["generation"])
+        self.initial = list(state.get("initial", []))  # absent in states written before seeding existed

@@ -60,6 +60,19 @@ def runs(tmp_path_factory):
     }
 
 
+#: GreedyNAS, small, no warm-up (whose uniform paths are the ranks' own with rank_paths='own'):
+#: the greedy survivors are every rank's paths, whatever rank_paths says
+GREEDY = dict(strategy="greedynas", warmup_epochs=0, search_stage_steps=2,
+              train_sampler_params={"candidates": 6, "keep_top": 3},
+              strategy_params={"population": 4, "parents": 2, "mutations": 2, "crossovers": 2})
+
+
+@pytest.fixture(scope="module")
+def greedy_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp_greedy")
+    return {"one": _launch(root / "one", 1, **GREEDY), "two": _launch(root / "two", 2, **GREEDY)}
+
+
 def _max_weight_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
@@ -95,6 +108,21 @@ def test_two_ranks_with_batch_b_match_one_rank_with_batch_2b(runs):
         p1 = [np.asarray(p) for p in one["states"][0]["strategy"]["dist"]["params"]]
         p2 = [np.asarray(p) for p in two["states"][0]["strategy"]["dist"]["params"]]
         assert all(np.allclose(a, b, atol=1e-9) for a, b in zip(p1, p2)), name
+
+
+def test_greedy_sampler_on_two_ranks_matches_one_process(greedy_runs):
+    """The greedy sampler's generator and the gathered scores are the same on every rank, so
+    both ranks train the same survivors (BN over both shards): 2 x 16 images equal 1 x 32,
+    down to the candidate pool and the evolution that searched the frozen supernet."""
+    one, two = greedy_runs["one"], greedy_runs["two"]
+    assert _max_weight_diff(one["states"][0]["supernet"], two["states"][0]["supernet"]) < 1e-9
+    assert digest(two["states"][0]["supernet"]) == digest(two["states"][1]["supernet"])
+    r1, r2 = one["results"][0], two["results"][0]
+    assert (r1["arch"], r1["archs_sampled"]) == (r2["arch"], r2["archs_sampled"]) and r2["world_size"] == 2
+    g1, g2 = (torch.load(r["out"] / "checkpoint.pt", weights_only=False)["train_sampler"] for r in (one, two))
+    assert [a for a, _ in g1["pool"]] == [a for a, _ in g2["pool"]] and g1["stats"] == g2["stats"]
+    assert np.allclose([s for _, s in g1["pool"]], [s for _, s in g2["pool"]], atol=1e-9)
+    assert r1["archs_sampled"] == g1["archs_scored"] + 4 + 4  # the evolution's two generations
 
 
 def test_ddp_and_the_flat_allreduce_reduce_the_same_gradients(runs):
@@ -145,16 +173,17 @@ def test_bad_input_under_torchrun_is_one_line_and_leaves_no_run(runs, tmp_path):
 
 def test_rank_paths_are_the_ranks_own_draws_and_need_no_state(micro_space):
     from hwnas.search import create_strategy
-    from hwnas.search.loop import _Loop, _rank_paths
+    from hwnas.search.loop_state import LoopState
+    from hwnas.search.train_step import rank_paths
 
     strategy = create_strategy("fpnas", micro_space, seed=0)
     archs = strategy.ask()
 
     def paths(rank, **kw):
         cfg = SearchConfig(space="micro", **kw)
-        loop = _Loop(cfg, World(rank, 4), micro_space, None, None, None, strategy, None, None, 1, 8,
+        loop = LoopState(cfg, World(rank, 4), micro_space, None, None, None, strategy, None, None, 1, 8,
                      lambda: 0.0, lambda e: None)
-        return [str(a) for a in _rank_paths(loop, archs[:2], archs, epoch=1, batch=5)]
+        return [str(a) for a in rank_paths(loop, archs[:2], archs, epoch=1, batch=5)]
 
     mine = [paths(r, train_paths=2) for r in range(4)]
     assert mine[0] == [str(a) for a in archs[:2]]

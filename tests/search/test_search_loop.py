@@ -150,24 +150,6 @@ def test_run_search_tiny_digits_flops_budget(tmp_path):
     assert res.resolution == 32 and res.dataset == "digits"
 
 
-def _synthetic_latency(space, archs):
-    """A made-up but structured device: FLOPs-driven plus a per-layer overhead."""
-    return np.array([0.2 + arch_cost(space, a).flops / 2e6 + 0.05 * sum(t != "skip" for t in a.tokens)
-                     for a in archs])
-
-
-@pytest.fixture(scope="module")
-def micro_predictor(tmp_path_factory, micro_space):
-    preds = pytest.importorskip("hwnas.predictors")
-    rng = np.random.default_rng(0)
-    archs = list(dict.fromkeys(micro_space.sample(rng) for _ in range(300)))
-    lat = _synthetic_latency(micro_space, archs)
-    p = preds.create_predictor("mlp", space=micro_space, epochs=60, seed=0).fit(archs, lat)
-    path = tmp_path_factory.mktemp("pred") / "micro.hwp"
-    p.save(path)
-    return path, p
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("penalty", ["hinge", "differentiable"])
 def test_latency_budget_with_predictor(tmp_path, micro_space, micro_predictor, penalty):
@@ -230,7 +212,8 @@ def test_importance_weight_gradient_by_hand(micro_space):
 
     from hwnas.distributed import World
     from hwnas.nn.supernet import Supernet
-    from hwnas.search.loop import _Loop, _supernet_step
+    from hwnas.search.loop_state import LoopState
+    from hwnas.search.train_step import supernet_step
 
     torch.manual_seed(0)
     net = Supernet(micro_space, 4, 16, seed=0)
@@ -238,8 +221,8 @@ def test_importance_weight_gradient_by_hand(micro_space):
     paths = [micro_space.from_indices(i) for i in ([0, 1, 2], [5, 1, 8], [0, 7, 2])]
     cfg = SearchConfig(space="micro", train_paths=0, weight_estimator="importance")
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
-    loop = _Loop(cfg, World(), micro_space, net, net, opt, None, None, None, 1, 6, lambda: 0.0, lambda e: None)
-    _supernet_step(loop, paths, x, y, warm=False)
+    loop = LoopState(cfg, World(), micro_space, net, net, opt, None, None, None, 1, 6, lambda: 0.0, lambda e: None)
+    supernet_step(loop, paths, x, y, warm=False)
     got = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
     losses = [F.cross_entropy(net(x, a), y) for a in paths]
     omega = torch.softmax(-6 * torch.stack([lo.detach() for lo in losses]), 0)
@@ -270,3 +253,29 @@ def test_fpnas_switches_at_the_configured_epoch_and_logcost_runs(tmp_path, micro
         _micro_config(tmp_path, "bad", strategy="fpnas", epochs=3, switch_epoch=5)
     with pytest.raises(SearchError, match="needs reward='loss'"):
         run_search(_micro_config(tmp_path, "acc", strategy="parsec", reward="acc"))
+
+
+def test_names_other_code_imports_from_the_loop_module_still_exist():
+    """``benchmarks/ddp_bench.py`` and ``tests/search/ddp_worker.py`` use these names of
+    ``hwnas.search.loop`` from before it was split into modules."""
+    from hwnas.search import loop
+    from hwnas.search.loop_state import LoopState
+    from hwnas.search.train_step import rank_paths, supernet_step
+
+    assert (loop._Loop, loop._rank_paths, loop._supernet_step) == (LoopState, rank_paths, supernet_step)
+    assert loop.SearchConfig is SearchConfig and callable(loop._final_result) and callable(loop.switch_epoch)
+
+
+def test_a_checkpoint_from_before_training_samplers_resumes(tmp_path, micro_space):
+    """Checkpoints written before the loop was split hold no ``train_sampler`` state and their
+    config lacks ``train_sampler_params``: they resume, and end as an uninterrupted run."""
+    budget = _micro_budget(micro_space)
+    ref = run_search(_micro_config(tmp_path, "ref", strategy="parsec", epochs=3, flops_budget=budget))
+    run_search(_micro_config(tmp_path, "old", strategy="parsec", epochs=2, flops_budget=budget))
+    path = tmp_path / "old" / "checkpoint.pt"
+    ck = torch.load(path, weights_only=False)
+    del ck["train_sampler"], ck["config"]["train_sampler_params"]
+    torch.save(ck, path)
+    (tmp_path / "old" / "result.json").unlink()
+    res = run_search(_micro_config(tmp_path, "old", strategy="parsec", epochs=3, flops_budget=budget, resume=True))
+    assert (res.arch, res.archs_sampled, res.supernet_val_acc) == (ref.arch, ref.archs_sampled, ref.supernet_val_acc)

@@ -11,7 +11,8 @@ from hwnas.errors import SearchError
 from hwnas.search import SearchConfig, run_search
 from hwnas.search.pareto import Point, front, pick
 from tests.cli_exit import cli_exit_code
-from tests.search.test_search_loop import _micro_config, _synthetic_latency
+from tests.search.conftest import synthetic_latency as _synthetic_latency
+from tests.search.test_search_loop import _micro_config
 
 
 def test_front_is_non_dominated_and_sorted():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hwnas.errors import SearchError
-from hwnas.search import create_strategy, run_search
+from hwnas.search import create_strategy, read_log, run_search
 from hwnas.search.mdenas import mdl_delta, repair
 from tests.search.test_search_loop import _micro_budget, _micro_config
 
@@ -106,7 +106,7 @@ def test_two_stage_spos_evolution_on_a_frozen_supernet(tmp_path, micro_space):
                         train_sampler="uniform", search_stage_steps=4,
                         strategy_params={"parents": 3, "mutations": 3, "crossovers": 3})
     res = run_search(cfg)
-    recs = __import__("hwnas.search.loop", fromlist=["read_log"]).read_log(tmp_path / "spos" / "log.jsonl")
+    recs = read_log(tmp_path / "spos" / "log.jsonl")
     assert [r["phase"] for r in recs] == ["search stage"] * 4 and res.search_steps == 4
     assert res.archs_sampled == 6 + 3 * 6 and res.flops <= budget
     ck = torch.load(tmp_path / "spos" / "checkpoint.pt", weights_only=False)["supernet"]

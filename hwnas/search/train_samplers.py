@@ -1,0 +1,176 @@
+"""Training samplers: which paths the supernet trains on a batch, and with what loss.
+
+Why an extension point of its own (``../shared/research/seed_strategies.md`` E3): several
+seed methods change how the supernet is *trained*, not how architectures are proposed.
+GreedyNAS trains only the best of several scored paths, AttentiveNAS the best and worst at a
+sampled FLOPs target with distillation, BN-NAS only BN, Pi-NAS two paths with a consistency
+loss.  A strategy (``base.Strategy``, ask/tell) cannot do that: it sees rewards only after the
+step.  So the driver asks the run's sampler, once per training batch after warm-up, for a
+``Draw``: the paths to train, and (coupled search only) the strategy's archs to score and
+tell after the step.  Warm-up always trains uniform single paths.
+
+The protocol is a small ABC, as ``Strategy`` is.  A sampler implements ``draw`` and may
+override ``loss`` (default: cross-entropy of one path), ``before_search_stage`` (hand what it
+learnt to the strategy before the two-stage search on the frozen supernet), and
+``state_dict``/``load_state_dict`` (everything it needs to continue identically after a
+resume; it joins ``checkpoint.pt``).  ``__init__`` takes and validates the
+sampler's hyper-parameters only (so ``SearchConfig`` can refuse bad ones before anything runs);
+``bind`` attaches the run (``SamplerContext``).  The budget reaches a sampler only as the
+``feasible`` predicate of its context.  A new sampler is one class with
+``@register_train_sampler("name")``.
+
+Built in here: ``strategy`` (the coupled search of PARSEC / FP-NAS: the strategy's samples train)
+and ``uniform`` (single-path one-shot, SPOS, Guo et al. ECCV 2020: the strategy only searches
+the trained supernet).  GreedyNAS's ``greedy`` lives in ``greedynas.py``.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from hwnas.errors import RegistryError, SearchError, valid_list
+from hwnas.space import Arch
+
+#: ``score(archs) -> rewards`` (higher is better) on the current batch's validation images,
+#: with the shared weights and BN batch statistics (the loop's ``evaluate``)
+ScoreFn = Callable[[list], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Draw:
+    """What a sampler decided for one training batch."""
+
+    paths: list  # list[Arch]: trained on the batch (by this rank; see ``train_step.rank_paths``)
+    archs: list | None = None  # the strategy's asks, scored and told after the step; None: no strategy step
+
+
+@dataclass(frozen=True)
+class SamplerContext:
+    """The run, as a sampler sees it."""
+
+    config: object  # SearchConfig
+    space: object  # SearchSpace
+    strategy: object  # Strategy
+    warm_rng: np.random.Generator  # the warm-up's generator (uniform draws continue its stream)
+    steps_per_epoch: int
+    feasible: Callable[[Arch], bool] | None = None  # the budget as a predicate; None: no budget
+    fallback: Arch | None = None  # an arch known to meet the budget (its cheapest), None without one
+
+    @property
+    def train_steps(self) -> int:
+        """Training batches after warm-up in the configured epochs (the sampler's schedule length)."""
+        return self.steps_per_epoch * (self.config.epochs - self.config.warmup_epochs)
+
+    def progress(self, epoch: int, batch: int) -> float:
+        """Share of the post-warm-up training done before batch ``batch`` of ``epoch``, in [0, 1]."""
+        t = (epoch - self.config.warmup_epochs) * self.steps_per_epoch + batch
+        return min(max(t / max(self.train_steps, 1), 0.0), 1.0)
+
+
+class TrainSampler(abc.ABC):
+    """Chooses the paths (and the loss) of each supernet training batch."""
+
+    name: str = "base"
+    #: the coupled search: its draws carry the strategy's asks, told after every training step
+    asks_strategy: bool = False
+    #: under torchrun every rank trains the sampler's paths (they are the ranks' common choice,
+    #: its generator is replicated), and BN normalises over all ranks' images
+    same_paths_on_all_ranks: bool = False
+
+    def __init__(self):
+        self.archs_scored = 0  # archs the sampler scored itself (counted into ``archs_sampled``)
+        self.ctx: SamplerContext | None = None
+
+    def bind(self, ctx: SamplerContext) -> "TrainSampler":
+        self.ctx = ctx
+        return self
+
+    @abc.abstractmethod
+    def draw(self, epoch: int, batch: int, score: ScoreFn) -> Draw:
+        """The paths to train on batch ``batch`` of ``epoch``; ``score`` rates candidates first."""
+
+    def loss(self, forward, yb, path):
+        """The training loss of ``path`` on the batch; ``forward(path)`` returns its logits."""
+        import torch.nn.functional as F
+
+        return F.cross_entropy(forward(path), yb)
+
+    def before_search_stage(self, strategy) -> None:
+        """Called once before the search stage on the frozen supernet (default: nothing to hand over)."""
+
+    def state_dict(self) -> dict:
+        return {"name": self.name, "archs_scored": self.archs_scored}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise SearchError(f"training sampler state is for {state.get('name')!r}, not {self.name!r}")
+        self.archs_scored = int(state["archs_scored"])
+
+
+# -- registry (duplicates refused, unknown names listed) ----------------------------
+_SAMPLERS: dict[str, type[TrainSampler]] = {}
+
+
+def register_train_sampler(name: str):
+    """Class decorator: register a ``TrainSampler`` subclass under ``name``."""
+
+    def deco(cls: type[TrainSampler]) -> type[TrainSampler]:
+        if name in _SAMPLERS:
+            raise RegistryError(f"a training sampler named {name!r} is already registered")
+        if not (isinstance(cls, type) and issubclass(cls, TrainSampler)):
+            raise RegistryError(f"training sampler {name!r} must be a TrainSampler subclass, got {cls!r}")
+        cls.name = name
+        _SAMPLERS[name] = cls
+        return cls
+
+    return deco
+
+
+def unregister_train_sampler(name: str) -> None:
+    _SAMPLERS.pop(name, None)
+
+
+def list_train_samplers() -> list[str]:
+    return sorted(_SAMPLERS)
+
+
+def train_sampler_class(name) -> type[TrainSampler]:
+    cls = _SAMPLERS.get(name)
+    if cls is None:
+        raise SearchError(f"train_sampler must be one of {valid_list(list_train_samplers())}, got {name!r}")
+    return cls
+
+
+def create_train_sampler(name: str, **params) -> TrainSampler:
+    """Instantiate a registered sampler with its hyper-parameters (unknown ones are errors)."""
+    cls = train_sampler_class(name)
+    try:
+        return cls(**params)
+    except TypeError as e:
+        raise SearchError(f"bad parameters for train_sampler {name!r}: {e}") from None
+
+
+# -- the built-in samplers --------------------------------------------------------------
+@register_train_sampler("strategy")
+class StrategySampler(TrainSampler):
+    """The coupled search (PARSEC, FP-NAS): ``strategy.ask()`` per batch; the first
+    ``train_paths`` of its archs train (0: all of them), then all are scored and told."""
+
+    asks_strategy = True
+
+    def draw(self, epoch: int, batch: int, score: ScoreFn) -> Draw:
+        archs = self.ctx.strategy.ask()
+        n = self.ctx.config.train_paths
+        return Draw(archs if n == 0 else archs[:n], archs)
+
+
+@register_train_sampler("uniform")
+class UniformSampler(TrainSampler):
+    """One uniform path per batch (SPOS), drawn from the warm-up's generator: a uniform run's
+    paths continue the warm-up's stream, so its state is the warm-up generator's (checkpointed)."""
+
+    def draw(self, epoch: int, batch: int, score: ScoreFn) -> Draw:
+        return Draw([self.ctx.space.sample(self.ctx.warm_rng)])
