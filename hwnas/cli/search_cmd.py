@@ -15,7 +15,10 @@ from hwnas.cli._progress import SearchBar
 @click.option("--space", default="tiny", show_default=True, help="Search space name or YAML file.")
 @click.option("--strategy", default="fpnas", show_default=True,
               help="fpnas | parsec | random | ddpnas | mdenas | evolution | greedynas (GreedyNAS: greedy "
-                   "supernet training, then evolution on the frozen supernet).")
+                   "supernet training, then evolution on the frozen supernet) | bnnas (BN-NAS: train only BN, "
+                   "then evolution by the BN indicator, without data) | attentivenas (AttentiveNAS: sandwich "
+                   "rule with a best-of-k path at a sampled FLOPs target and in-place distillation, then "
+                   "evolution).")
 @click.option("--latency-budget", "latency_budget", help="Predicted-latency budget: '2ms', '2.5' (ms), '500us'. Needs --predictor.")
 @click.option("--flops-budget", "flops_budget", help="FLOPs (multiply-adds) budget: '300M', '1.5G', '20K'.")
 @click.option("--latency-budgets", "latency_budgets", default=None, metavar="B1,B2,...",
@@ -53,14 +56,15 @@ from hwnas.cli._progress import SearchBar
                    "(needs --train-paths 0).")
 @click.option("--lam", type=float, default=None,
               help="fpnas: K = max(1, round(lam * entropy)) [default: 0.25, the paper's].")
-@click.option("--train-sampler", default=None, metavar="strategy|uniform|greedy",
+@click.option("--train-sampler", default=None, metavar="strategy|uniform|greedy|bn_only|attentive",
               help="Paths the supernet trains on: the strategy's samples (coupled search), uniform single "
-                   "paths (SPOS), or GreedyNAS's best k of m scored paths (the last two need a search stage) "
-                   "[default: greedy for greedynas, else strategy].")
+                   "paths (SPOS), GreedyNAS's best k of m scored paths, BN-NAS's BN-only training or AttentiveNAS's "
+                   "sandwich (all but the first need a search stage) [default: the strategy's preset, else "
+                   "strategy].")
 @click.option("--search-stage-steps", type=int, default=None,
               help="Ask/tell rounds on the trained, frozen supernet after the last epoch (two-stage search, "
                    "e.g. --strategy evolution --train-sampler uniform --search-stage-steps 20) "
-                   "[default: 20 for greedynas, else 0].")
+                   "[default: 20 for greedynas, bnnas, attentivenas, else 0].")
 @click.option("--pool-size", type=int, default=None,
               help="greedy sampler: capacity n of the candidate pool of good paths [default: 50].")
 @click.option("--candidates", type=int, default=None,
@@ -68,9 +72,13 @@ from hwnas.cli._progress import SearchBar
 @click.option("--keep-top", type=int, default=None,
               help="greedy sampler: the k best of the m scored paths that train [default: 5].")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--reward", type=click.Choice(["loss", "acc"]), default=None,
-              help="Reward of a sampled arch on a validation batch: -loss or accuracy [default: acc for ddpnas "
-                   "and mdenas, whose rules assume it, else loss].")
+@click.option("--reward", type=click.Choice(["loss", "acc", "bn"]), default=None,
+              help="Reward of a sampled arch on a validation batch: -loss or accuracy; bn: BN-NAS's indicator "
+                   "from the weights, no data (needs --private-bn project) [default: bn for bnnas, acc for "
+                   "ddpnas and mdenas, whose rules assume it, else loss].")
+@click.option("--private-bn", default=None, metavar="POSITIONS",
+              help="BN positions (comma-separated: expand, spatial, project) where each choice of a layer gets "
+                   "its own BN [default: project for bnnas, else none].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch CPU threads (0: torch's default; small per-path convs run best on one).")
@@ -87,7 +95,7 @@ from hwnas.cli._progress import SearchBar
 @json_option
 def search(space, strategy, latency_budget, flops_budget, latency_budgets, budget_quantile, penalty, penalty_weight, predictor, force, dataset, limit,
            epochs, warmup_epochs, samples_per_step, train_paths, arch_lr, switch_epoch, estimator, weight_estimator, lam,
-           train_sampler, search_stage_steps, pool_size, candidates, keep_top, batch_size, reward, seed, threads, device, rank_paths, grad_sync, out, resume,
+           train_sampler, search_stage_steps, pool_size, candidates, keep_top, batch_size, reward, private_bn, seed, threads, device, rank_paths, grad_sync, out, resume,
            as_json):
     """Search the most accurate architecture within a latency or FLOPs budget.
 
@@ -97,6 +105,7 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
       hwnas search --strategy fpnas --latency-budget 2ms --predictor pred.hwp --out runs/l2
       hwnas search --out runs/l2 --latency-budget 2ms --predictor pred.hwp --epochs 6 --resume
       hwnas search --strategy greedynas --flops-budget 4M --out runs/greedy
+      hwnas search --strategy bnnas --flops-budget 4M --out runs/bnnas
 
     \b
     Data-parallel (DDP; --batch-size is the batch of a step over all ranks):
@@ -131,6 +140,7 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
         samples_per_step=samples_per_step, train_paths=train_paths, arch_lr=arch_lr, switch_epoch=switch_epoch,
         weight_estimator=weight_estimator, strategy_params=sparams, train_sampler=train_sampler,
         search_stage_steps=search_stage_steps, train_sampler_params=greedy,
+        private_bn=None if private_bn is None else tuple(p.strip() for p in private_bn.split(",") if p.strip()),
         batch_size=batch_size, limit=limit, threads=threads, resume=resume, device=device, rank_paths=rank_paths,
         grad_sync=grad_sync,
     )

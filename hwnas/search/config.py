@@ -5,8 +5,9 @@ Why its own module: the configuration is the one place every user error of a run
 before any data is loaded or any file is written (the CLI turns the ``SearchError`` into one
 line and exit code 2), and every other piece of the search reads it but never changes it.
 
-Settings a strategy implies (``Strategy.preset``): ``train_sampler`` and ``search_stage_steps``
-left at ``None`` take the strategy's preset, else ``"strategy"`` and ``0`` (the coupled search).
+Settings a strategy implies (``Strategy.preset``): ``train_sampler``, ``search_stage_steps``,
+``private_bn`` and ``reward`` left at ``None`` take the strategy's preset, else ``"strategy"``,
+``0`` (the coupled search), ``()`` (shared BN) and ``None`` (see ``reward_kind``).
 They are resolved here, so ``config.json`` and a checkpoint always hold the values a run used.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from hwnas.errors import SearchError, valid_list
 from hwnas.search import penalty as pen
 
-REWARDS = ("loss", "acc")
+#: "bn": BN-NAS's data-free indicator from the supernet's private BN weights (``bnnas.bn_rewards``)
+REWARDS = ("loss", "acc", "bn")
 WEIGHT_ESTIMATORS = ("mean", "importance")
 #: strategies whose papers rank by validation accuracy (their rules assume a reward in [0, 1])
 ACC_REWARD_STRATEGIES = ("ddpnas", "mdenas")
@@ -26,8 +28,8 @@ ACC_REWARD_STRATEGIES = ("ddpnas", "mdenas")
 RESUMABLE = {"epochs", "resume", "out", "threads", "force", "device", "grad_sync"}
 #: under torchrun, which paths rank r > 0 trains: its own draws, or rank 0's (see ``train_step.rank_paths``)
 RANK_PATHS = ("own", "shared")
-#: what ``train_sampler`` / ``search_stage_steps`` are when neither the config nor the strategy's preset sets them
-SAMPLER_DEFAULTS = {"train_sampler": "strategy", "search_stage_steps": 0}
+#: what the preset-able settings are when neither the config nor the strategy's preset sets them
+SAMPLER_DEFAULTS = {"train_sampler": "strategy", "search_stage_steps": 0, "private_bn": (), "reward": None}
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,9 @@ class SearchConfig:
     mnas_w: float = -0.07
     predictor: str | None = None
     force: bool = False
-    reward: str | None = None  # "loss" (-val loss) or "acc"; None: "acc" for ddpnas/mdenas (their papers'), else "loss"
+    # "loss" (-val loss), "acc", or "bn" (BN-NAS's indicator, no data; needs private_bn with "project");
+    # None: the strategy's preset ("bn" for bnnas), else "acc" for ddpnas/mdenas (their papers'), else "loss"
+    reward: str | None = None
     samples_per_step: int = 8
     train_paths: int = 1  # sampled paths per supernet step; 0: all K (PARSEC's weight gradient)
     batch_size: int = 64
@@ -78,6 +82,9 @@ class SearchConfig:
     # ask/tell rounds on the frozen supernet after the last epoch (0: none): the two-stage search
     # of SPOS / GreedyNAS / BN-NAS, e.g. --strategy evolution --train-sampler uniform; None: the preset
     search_stage_steps: int | None = None
+    # BN positions where every op choice of a slot gets its own BN (``Supernet(private_bn=...)``):
+    # BN-NAS's indicator tells choices apart by them; None: the strategy's preset (bnnas: ("project",)), else ()
+    private_bn: tuple[str, ...] | None = None
     # the supernet's gradient over the training paths: "mean" (plain average), or "importance"
     # (PARSEC: weights softmax(log-likelihood of the batch) per path; needs train_paths=0)
     weight_estimator: str = "mean"
@@ -108,6 +115,7 @@ class SearchConfig:
             raise SearchError(f"penalty must be one of {valid_list(pen.PENALTIES)}, got {self.penalty!r}")
         if self.reward is not None and self.reward not in REWARDS:
             raise SearchError(f"reward must be one of {valid_list(REWARDS)}, got {self.reward!r}")
+        self._check_private_bn()
         if self.latency_budget_ms is not None and self.flops_budget is not None:
             raise SearchError("give one budget: --latency-budget or --flops-budget, not both")
         if self.latency_budget_ms is not None and not self.predictor:
@@ -157,6 +165,23 @@ class SearchConfig:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, preset.get(name, default))
 
+    def _check_private_bn(self) -> None:
+        """Known BN positions (kept as a tuple); the BN indicator needs the project BN private and
+        no accuracy (so not the mnas penalty, which multiplies it)."""
+        from hwnas.nn._supernet_layers import BN_POSITIONS
+
+        names = (self.private_bn,) if isinstance(self.private_bn, str) else tuple(self.private_bn)
+        object.__setattr__(self, "private_bn", names)
+        bad = [n for n in names if n not in BN_POSITIONS]
+        if bad:
+            raise SearchError(f"private_bn must name BN positions among {valid_list(BN_POSITIONS)}, got {bad[0]!r}")
+        if self.reward == "bn" and "project" not in names:
+            raise SearchError(f"reward='bn' (BN-NAS's indicator) reads each choice's own project BN: it needs "
+                              f"private_bn to include 'project', got private_bn={names!r}")
+        if self.reward == "bn" and self.penalty == "mnas":
+            raise SearchError("reward='bn' runs no image, so there is no accuracy for the mnas penalty: "
+                              "use --penalty hinge")
+
     def _check_sampler(self) -> None:
         """The training sampler exists, its parameters are valid, and a sampler that never asks
         the strategy leaves it a search stage to search in."""
@@ -182,6 +207,8 @@ class SearchConfig:
 
 def field_default(name: str):
     """The default of ``SearchConfig.<name>`` (what a checkpoint written before the field existed ran with)."""
+    if name in SAMPLER_DEFAULTS:  # None means "the preset's"; runs before the field existed had no preset for it
+        return SAMPLER_DEFAULTS[name]
     f = SearchConfig.__dataclass_fields__[name]
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 

@@ -46,7 +46,7 @@ def search_epoch(loop, warm_sampler, epoch: int, step: int) -> int:
         vidx = vperm[start:start + vb]
 
         def score(archs, vidx=vidx):
-            return loop.reward_of(*loop.evaluate(archs, xva[vidx], yva[vidx], vb))
+            return loop.reward_of(*loop.evaluate(archs, xva[vidx], yva[vidx], vb), archs)
 
         draw = sampler.draw(epoch, b, score)
         shared = sampler.same_paths_on_all_ranks

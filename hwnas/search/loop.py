@@ -17,8 +17,9 @@ SPOS, Guo et al. 2020, and GreedyNAS, You et al. 2020):
      then the **rewards** of all ``K`` archs on one validation batch with the shared weights
      (``-loss`` or accuracy; BN uses the batch's statistics, see ``hwnas.nn.supernet``),
      shaped by the budget penalty (``penalty.py``), go to ``strategy.tell``;
-   - ``uniform`` (SPOS) and ``greedy`` (GreedyNAS, ``greedynas.py``): the strategy is not
-     asked while the supernet trains.
+   - ``uniform`` (SPOS), ``greedy`` (GreedyNAS, ``greedynas.py``) and ``bn_only`` (BN-NAS,
+     ``bnnas.py``: from the end of warm-up the optimizer holds only BN parameters, the rest is
+     frozen): the strategy is not asked while the supernet trains.
 3. **Search stage** (``search_stage_steps`` > 0): ask/tell rounds on the frozen supernet.
 4. **Final arch**: ``penalty.select_final`` (most likely arch meeting the budget), its
    supernet validation accuracy, predicted latency, FLOPs, params and budget margin.
@@ -84,8 +85,6 @@ def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = N
 
 
 def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None, world) -> SearchResult:
-    import torch
-
     from hwnas.distributed import (agree, broadcast_buffers, broadcast_object, check_identical, rank_device,
                                    wrap_for_training)
     from hwnas.nn.supernet import Supernet
@@ -97,10 +96,11 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None, w
     strategy = run.strategy
 
     device = rank_device(config.device, world)
-    net = Supernet(run.space, run.data.num_classes, run.res, seed=config.seed).to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=True)
+    net = Supernet(run.space, run.data.num_classes, run.res, seed=config.seed, private_bn=config.private_bn).to(device)
+    optimizer = _sgd(config, net.parameters())
     start_epoch, step, elapsed = 0, 0, 0.0
+    if checkpoint is not None and checkpoint["epoch"] > config.warmup_epochs:  # it holds the sampler's optimizer
+        optimizer = _sampler_optimizer(config, net, run.train_sampler) or optimizer
     if checkpoint is not None:
         start_epoch, step, elapsed = restore_checkpoint(checkpoint, net, optimizer, strategy, run.train_sampler,
                                                         run.warm_rng)
@@ -126,6 +126,8 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None, w
     loop.log_f = open(out / "log.jsonl", "a") if out is not None and world.is_main else None
     try:
         for epoch in range(start_epoch, config.epochs):
+            if epoch == config.warmup_epochs:  # from here a sampler may train only some weights (BN-NAS: BN)
+                loop.optimizer = _sampler_optimizer(config, net, run.train_sampler) or loop.optimizer
             step = search_epoch(loop, run.warm_sampler, epoch, step)
             broadcast_buffers(net, world)  # BN running statistics: rank 0's, before they are saved
             check_identical({"strategy": strategy.state_dict(), "train_sampler": run.train_sampler.state_dict()},
@@ -140,3 +142,18 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None, w
     result = broadcast_object(_final_result(loop, run.cost_res, step, out), world)
     loop.train_net = train_net = None  # drop the DDP wrapper before the process group goes
     return result  # every rank returns rank 0's result (the same but for its own clock)
+
+
+def _sgd(config, params):
+    import torch
+
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=True)
+
+
+def _sampler_optimizer(config, net, sampler):
+    """The optimizer of the epochs after warm-up over the training sampler's parameter groups
+    (``TrainSampler.train_params``; BN-NAS: only BN, the rest frozen), or None when the sampler
+    trains every weight (the warm-up's optimizer then continues, momentum and all)."""
+    groups = sampler.train_params(net)
+    return None if groups is None else _sgd(config, groups)

@@ -46,9 +46,15 @@ class LoopState:
         return (np.asarray([r[1] for r in scored], dtype=np.float64),
                 np.asarray([r[2] for r in scored], dtype=np.float64))
 
-    def reward_of(self, losses: np.ndarray, accs: np.ndarray) -> np.ndarray:
-        """The run's raw reward (before the budget's shaping): ``-loss`` or accuracy."""
-        return -losses if self.config.reward_kind == "loss" else accs
+    def reward_of(self, losses: np.ndarray, accs: np.ndarray, archs=None) -> np.ndarray:
+        """The run's raw reward (before the budget's shaping): ``-loss``, accuracy, or BN-NAS's
+        indicator of ``archs`` from the supernet's BN weights (``reward='bn'``; no data)."""
+        kind = self.config.reward_kind
+        if kind == "bn":
+            from hwnas.search.bnnas import bn_rewards
+
+            return bn_rewards(self.net, archs)
+        return -losses if kind == "loss" else accs
 
     def archs_sampled(self) -> int:
         """Every arch the search scored: the strategy's asks plus the sampler's own candidates."""

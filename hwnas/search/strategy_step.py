@@ -19,8 +19,11 @@ def strategy_step(loop, archs, vidx, step: int, epoch: int, train_loss, stage: b
     identical (checked every epoch) without broadcasting them."""
     config, costs, strategy = loop.config, loop.costs, loop.strategy
     xva, yva = loop.data.val.tensors
-    losses, accs = loop.evaluate(archs, xva[vidx], yva[vidx], loop.vb)
-    raw = loop.reward_of(losses, accs)
+    if config.reward_kind == "bn":  # BN-NAS: scored from the BN weights alone, no image runs (loss, acc: null)
+        losses = accs = np.full(len(archs), np.nan)
+    else:
+        losses, accs = loop.evaluate(archs, xva[vidx], yva[vidx], loop.vb)
+    raw = loop.reward_of(losses, accs, archs)
     arch_costs = costs.cost_fn(archs) if costs.cost_fn is not None else None
     rewards = pen.shape_rewards(raw, arch_costs, costs.limit, config.penalty,
                                 weight=config.penalty_weight, mnas_w=config.mnas_w, accuracy=accs)

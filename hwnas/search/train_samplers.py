@@ -11,7 +11,8 @@ tell after the step.  Warm-up always trains uniform single paths.
 
 The protocol is a small ABC, as ``Strategy`` is.  A sampler implements ``draw`` and may
 override ``loss`` (default: cross-entropy of one path), ``before_search_stage`` (hand what it
-learnt to the strategy before the two-stage search on the frozen supernet), and
+learnt to the strategy before the two-stage search on the frozen supernet), ``train_params``
+(train only some weights after warm-up: BN-NAS), and
 ``state_dict``/``load_state_dict`` (everything it needs to continue identically after a
 resume; it joins ``checkpoint.pt``).  ``__init__`` takes and validates the
 sampler's hyper-parameters only (so ``SearchConfig`` can refuse bad ones before anything runs);
@@ -21,7 +22,8 @@ sampler's hyper-parameters only (so ``SearchConfig`` can refuse bad ones before 
 
 Built in here: ``strategy`` (the coupled search of PARSEC / FP-NAS: the strategy's samples train)
 and ``uniform`` (single-path one-shot, SPOS, Guo et al. ECCV 2020: the strategy only searches
-the trained supernet).  GreedyNAS's ``greedy`` lives in ``greedynas.py``.
+the trained supernet).  GreedyNAS's ``greedy`` lives in ``greedynas.py``, BN-NAS's ``bn_only`` in
+``bnnas.py``.
 """
 from __future__ import annotations
 
@@ -100,6 +102,13 @@ class TrainSampler(abc.ABC):
 
     def before_search_stage(self, strategy) -> None:
         """Called once before the search stage on the frozen supernet (default: nothing to hand over)."""
+
+    def train_params(self, net) -> list | None:
+        """The parameter groups the optimizer gets after warm-up, for a sampler that trains only
+        some weights (BN-NAS: BN, the rest frozen); None (default): every weight, and the
+        warm-up's optimizer simply continues.  Called once when warm-up ends (and on a resume
+        past it, before the checkpoint's optimizer state is loaded)."""
+        return None
 
     def state_dict(self) -> dict:
         return {"name": self.name, "archs_scored": self.archs_scored}

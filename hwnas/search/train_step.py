@@ -26,8 +26,10 @@ def supernet_step(loop, paths, xb, yb, warm: bool, sync_bn: bool = False) -> flo
     With ``sync_bn`` (every rank trains the same paths) BN normalises over the images of all
     ranks (``Supernet.synced_bn``), so N ranks of B images compute what one process does with
     N*B; otherwise over this rank's shard.  Gradients are averaged over the ranks by DDP
-    (inside ``backward``; a rank's paths then run in one backward, since DDP reduces once per
-    backward) or, with ``grad_sync='allreduce'``, by one all-reduce after the per-path backwards."""
+    (inside ``backward``) for a step of one path, or by one flat all-reduce after the per-path
+    backwards (``grad_sync='allreduce'``, and every step of several paths: DDP marks a
+    parameter ready once per backward, so paths that share weights cannot each run a forward
+    through the wrapper before one backward; both reductions are tested equal)."""
     import torch.nn.functional as F
 
     from hwnas.distributed import average_gradients
@@ -35,12 +37,13 @@ def supernet_step(loop, paths, xb, yb, warm: bool, sync_bn: bool = False) -> flo
     world, net = loop.world, loop.net
     param = next(net.parameters())
     xb, yb = xb.to(param.device, param.dtype), yb.to(param.device)
-    ddp = loop.train_net is not net
+    ddp = loop.train_net is not net and len(paths) == 1
+    runner = loop.train_net if ddp else net
     sampler = None if warm else loop.train_sampler
 
     def forward(a):
         net.set_active_subnet(a)
-        return loop.train_net(xb)
+        return runner(xb)
 
     def path_loss(a):
         return F.cross_entropy(forward(a), yb) if sampler is None else sampler.loss(forward, yb, a)
@@ -60,8 +63,8 @@ def _backward(loop, paths, path_loss, n: int, warm: bool, ddp: bool) -> float:
 
     config, world = loop.config, loop.world
     if warm or config.weight_estimator == "mean" or len(paths) == 1:
-        if ddp:
-            loss = sum(path_loss(a) for a in paths) / len(paths)
+        if ddp:  # one path
+            loss = path_loss(paths[0])
             loss.backward()
             train_loss = float(loss.detach())
         else:

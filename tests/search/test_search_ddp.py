@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from hwnas.distributed import World, digest
 from hwnas.search import SearchConfig
 from hwnas.search.loop import read_log
+from tests.torchrun import torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +29,7 @@ BASE = dict(space="tiny", dataset="digits", limit=200, batch_size=32, val_batch_
 
 
 def _torchrun(n: int, args: list[str], float64: bool = False) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    if float64:  # see ddp_worker.py
-        env["HWNAS_TEST_FLOAT64"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    return torchrun(n, args, env={"HWNAS_TEST_FLOAT64": "1"} if float64 else None)  # see ddp_worker.py
 
 
 def _launch(dump: Path, n: int, float64: bool = True, **kw) -> dict:
@@ -71,6 +67,36 @@ GREEDY = dict(strategy="greedynas", warmup_epochs=0, search_stage_steps=2,
 def greedy_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp_greedy")
     return {"one": _launch(root / "one", 1, **GREEDY), "two": _launch(root / "two", 2, **GREEDY)}
+
+
+#: the other two-stage methods, small: AttentiveNAS trains three paths a step (max, attentive,
+#: min; distilled), BN-NAS only BN after its warm-up; rank 0's paths on every rank (the
+#: warm-up's uniform paths too), so one process with twice the batch computes the same
+SMALL_EVOLUTION = {"population": 4, "parents": 2, "mutations": 2, "crossovers": 2}
+TWO_STAGE = {
+    "attentivenas": dict(strategy="attentivenas", search_stage_steps=2, strategy_params=SMALL_EVOLUTION,
+                         train_sampler_params={"candidates": 2, "table_size": 200}, rank_paths="shared", limit=120),
+    "bnnas": dict(strategy="bnnas", search_stage_steps=2, strategy_params=SMALL_EVOLUTION, rank_paths="shared",
+                  limit=120),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(TWO_STAGE))
+def two_stage_runs(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"ddp_{request.param}")
+    kw = TWO_STAGE[request.param]
+    return request.param, {"one": _launch(root / "one", 1, **kw), "two": _launch(root / "two", 2, **kw)}
+
+
+def test_two_stage_samplers_on_two_ranks_match_one_process(two_stage_runs):
+    """Several paths a step (AttentiveNAS) and BN-only training (BN-NAS) reduce the same
+    gradients on 2 ranks x 16 images as one process on 32, and BN-NAS's frozen weights stay
+    frozen under DDP."""
+    name, r = two_stage_runs
+    one, two = r["one"]["states"][0]["supernet"], r["two"]["states"][0]["supernet"]
+    assert _max_weight_diff(one, two) < 1e-9, name
+    assert digest(two) == digest(r["two"]["states"][1]["supernet"])
+    assert r["one"]["results"][0]["arch"] == r["two"]["results"][0]["arch"] and r["two"]["results"][0]["world_size"] == 2
 
 
 def _max_weight_diff(a: dict, b: dict) -> float:

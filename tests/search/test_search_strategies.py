@@ -49,7 +49,7 @@ def _run(strategy, reward, steps):
 
 
 def test_builtins_registered():
-    assert {"random", "parsec", "fpnas", "ddpnas", "mdenas", "evolution", "greedynas"} <= set(STRATEGIES)
+    assert {"random", "parsec", "fpnas", "ddpnas", "mdenas", "evolution", "greedynas", "bnnas"} <= set(STRATEGIES)
 
 
 # How far below the optimum, as a share of the reward range (optimum - worst), the median
@@ -81,9 +81,10 @@ def battery_params(name, space) -> dict:
         # DDPNAS's temperature 0.01 assumes accuracies in [0, 1] that differ by ~0.01; this
         # reward's differences are ~1 (at 0.01 the median gap over 20 seeds was 0.21, at 0.3 0.05)
         return {"samples_per_step": 6, "temperature": 0.3}
-    if name == "greedynas":
-        # evolution with GreedyNAS's search settings proposes 50 archs a generation: 120 of them
-        # exhaust micro's 576 archs and take 35 s; six a generation test the same machinery
+    if name in ("greedynas", "bnnas", "attentivenas"):
+        # evolution with the papers' settings (GreedyNAS, BN-NAS, AttentiveNAS) proposes 50 archs
+        # a generation: 120 of them exhaust micro's 576 archs and take 35 s; six a generation
+        # test the same machinery
         return {"samples_per_step": 6, "population": 6, "mutations": 3, "crossovers": 3}
     if name != "fpnas":
         return {"samples_per_step": 6}
