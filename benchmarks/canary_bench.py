@@ -6,9 +6,9 @@ Run in phases, with state kept in ``--state`` (JSON) between them:
     ... at least 30 minutes of other work ...
     python benchmarks/canary_bench.py second   # the same archs again
     python benchmarks/canary_bench.py third    # again, with a CPU-bound process on the other vCPU
-    python benchmarks/canary_bench.py fourth   # lever: paired and paired2 (2 paired sessions, median ratio)
+    python benchmarks/canary_bench.py fourth   # levers beside paired: more sessions, more runs
     ... other work ...
-    python benchmarks/canary_bench.py fifth    # paired and paired2 again, compared with fourth
+    python benchmarks/canary_bench.py fifth    # the levers again, compared with fourth
     python benchmarks/canary_bench.py report   # benchmarks/results/canary.md and .json
 
 Protocols, measured interleaved chunk by chunk (the real campaign code, ``measure_chunk``), so
@@ -41,13 +41,18 @@ from scipy.stats import kendalltau
 
 from hwnas.profiling.campaign import CampaignConfig, measure_chunk, open_timer, prepare_arch
 from hwnas.profiling.canary import build_canary, calibrate
-from hwnas.profiling.fingerprint import describe_side_by_side, device_fingerprint
+from hwnas.profiling.fingerprint import describe_side_by_side, device_fingerprint, device_name
 from hwnas.profiling.stats import RATIO_ESTIMATORS
 from hwnas.profiling.transfer import read_csv_fingerprints
 
 SHIPPED = {"tiny": "data/latency/tiny_cpu.csv", "fbnet": "data/latency/fbnet224_cpu.csv"}
 PROTOCOLS = ("paired", "default3", "plain")
-EXTRA_PROTOCOLS = ("paired2",)  # 2 paired sessions a round apart, median ratio (a lever tried, not the default)
+# levers tried beside the default (phases fourth and fifth): 2 or 3 paired sessions a round of
+# CHUNK archs apart (the median-ratio session is stored), or one session of 200 runs instead of 50
+EXTRA_PROTOCOLS = ("paired2", "paired3", "paired_r200")
+# estimates derived from paired3's three session ratios (the same runs; see _derived)
+DERIVED = ("paired3_mean", "paired2of3_mean", "paired_adaptive")
+ADAPTIVE_TOL = 0.03  # paired_adaptive: a third session only when the first two ratios differ by more
 CHUNK = 16
 
 
@@ -59,7 +64,9 @@ def _read_csv(path):
 
 def _cfg(space: str, protocol: str) -> CampaignConfig:
     if protocol.startswith("paired"):
-        return CampaignConfig(space=space, num_archs=0, repeats=2 if protocol == "paired2" else 1, chunk=CHUNK)
+        repeats = {"paired2": 2, "paired3": 3}.get(protocol, 1)
+        return CampaignConfig(space=space, num_archs=0, repeats=repeats, chunk=CHUNK,
+                              runs=200 if protocol == "paired_r200" else 50)
     return CampaignConfig(space=space, num_archs=0, canary=False, repeats=3 if protocol == "default3" else 1,
                           chunk=CHUNK)
 
@@ -70,6 +77,7 @@ def _measure(state: dict, protocols=PROTOCOLS) -> dict:
     cost = {sp: {p: {"wall_s": 0.0, "arch_timed_s": 0.0, "canary_timed_s": 0.0, "archs": 0} for p in protocols}
             for sp in state["archs"]}
     estimators = {sp: {e: {} for e in RATIO_ESTIMATORS} for sp in state["archs"]}
+    session_ratios = {sp: {p: {} for p in protocols if p in ("paired2", "paired3")} for sp in state["archs"]}
     timers = {}
     for sp in state["archs"]:
         c = state["canary"][sp]
@@ -91,6 +99,8 @@ def _measure(state: dict, protocols=PROTOCOLS) -> dict:
                     cost[sp][p]["archs"] += 1
                     if ref is not None:
                         cost[sp][p]["canary_timed_s"] += row["extra"]["canary_timed_ms"] / 1e3
+                    if p in session_ratios[sp]:
+                        session_ratios[sp][p][row["arch"]] = row["extra"]["session_ratios"]
                     if p == "paired":  # the estimators of the default protocol
                         for e, v in row["extra"]["estimates"].items():
                             estimators[sp][e][row["arch"]] = v * ref
@@ -98,7 +108,29 @@ def _measure(state: dict, protocols=PROTOCOLS) -> dict:
                 t0 = time.perf_counter()
                 measure_chunk(sp, archs[i:i + CHUNK], cfg, record, timer=timer)
                 cost[sp][p]["wall_s"] += time.perf_counter() - t0
-    return {"latency": out, "estimators": estimators, "cost": cost}
+    third_share = {}
+    for sp in state["archs"]:
+        if "paired3" in session_ratios[sp]:
+            derived, third_share[sp] = _derived(session_ratios[sp]["paired3"], timers[sp][1])
+            out[sp].update(derived)
+    return {"latency": out, "estimators": estimators, "cost": cost, "session_ratios": session_ratios,
+            "adaptive_third_share": third_share}
+
+
+def _derived(ratios: dict, ref: float) -> dict:
+    """Latencies other rules would have stored from paired3's sessions (time order):
+    the mean of all three ratios, the mean of the first two, and the adaptive rule (the mean
+    of the first two when they agree within ADAPTIVE_TOL, else the median of three).
+    -> (protocol -> arch -> latency, the adaptive rule's share of archs that needed a third session)."""
+    out = {k: {} for k in DERIVED}
+    third = 0
+    for arch, r in ratios.items():
+        out["paired3_mean"][arch] = float(np.mean(r)) * ref
+        out["paired2of3_mean"][arch] = float(np.mean(r[:2])) * ref
+        agree = abs(r[0] / r[1] - 1) <= ADAPTIVE_TOL
+        third += not agree
+        out["paired_adaptive"][arch] = (float(np.mean(r[:2])) if agree else float(np.median(r))) * ref
+    return out, third / max(len(ratios), 1)
 
 
 def _agreement(a: dict, b: dict) -> dict:
@@ -191,7 +223,7 @@ def report(state: dict, out: Path) -> dict:
     first = ph["first"]
     rep = {"date": first["started"][:10], "fingerprint": state["fingerprint"], "canary": state["canary"],
            "phases": {k: {kk: v.get(kk) for kk in ("started", "wall_s", "loadavg_start", "loadavg_end", "busy",
-                                                    "protocols")} for k, v in ph.items()}, "remeasure": {}, "estimators": {}, "across": {}, "cost": {},
+                                                    "protocols", "note")} for k, v in ph.items()}, "remeasure": {}, "estimators": {}, "across": {}, "cost": {},
            "independent": {}}
     for later in [k for k in ph if k != "first"]:
         base = ph[ph[later].get("against", "first")]
@@ -229,9 +261,16 @@ def report(state: dict, out: Path) -> dict:
             dev = np.abs(rel / ref - 1)
             rep["independent"][sp][p] = {"within_5": float(np.mean(dev <= 0.05)), "max_dev": float(dev.max()),
                                          "archs": len(keys)}
-    if "fourth" in ph:  # what the repeats lever costs, measured side by side in that phase
+    if "fourth" in ph:  # what the levers cost, measured side by side in that phase
         rep["cost_lever"] = {sp: {p: 60 * c["archs"] / c["wall_s"] for p, c in ph["fourth"]["cost"][sp].items()}
                              for sp in state["archs"]}
+        for sp, share in (ph["fourth"].get("adaptive_third_share") or {}).items():
+            c = ph["fourth"]["cost"][sp]  # paired2's cost plus a third session for `share` of the archs
+            per_arch = c["paired2"]["wall_s"] / c["paired2"]["archs"] + share * (
+                c["paired3"]["wall_s"] / c["paired3"]["archs"] - c["paired2"]["wall_s"] / c["paired2"]["archs"])
+            rep["cost_lever"][sp]["paired_adaptive (estimated)"] = 60 / per_arch
+        rep["adaptive_third_share"] = {k: v.get("adaptive_third_share") for k, v in ph.items()
+                                       if v.get("adaptive_third_share")}
     out.with_suffix(".json").write_text(json.dumps(rep, indent=1, default=str))
     out.write_text(_markdown(rep, state))
     print(out.read_text())
@@ -251,11 +290,15 @@ def _markdown(rep: dict, state: dict) -> str:
          f"and of fbnet (224x224), drawn from the shipped CSVs. Protocols interleaved chunk by chunk: `paired` (the "
          "default: one session, runs alternated with the canary's, ratio x the reference calibrated once in phase "
          "first), `default3` (the previous default: 3 plain sessions a round of 16 archs apart, lowest median), "
-         "`plain` (one session).", "", "Phases:", ""]
+         "`plain` (one session). Levers (phases fourth and fifth): `paired2` / `paired3` (2 / 3 paired sessions a "
+         "round apart, the median-ratio session stored), `paired_r200` (one session of 200 runs), and rules applied "
+         "to paired3's three session ratios: `paired3_mean`, `paired2of3_mean` (mean of the first two), "
+         f"`paired_adaptive` (mean of the first two when they agree within {100 * ADAPTIVE_TOL:.0f}%, else the "
+         "median of three).", f"Host: `{device_name(fp)}`.", "", "Phases:", ""]
     for k, v in rep["phases"].items():
         L.append(f"- `{k}`: started {v['started']}, {v['wall_s']:.0f} s, load average {v['loadavg_start'][0]:.2f} "
                  f"-> {v['loadavg_end'][0]:.2f}{', with a CPU-bound process on the other vCPU' if v['busy'] else ''}"
-                 f", protocols {', '.join(v['protocols'] or PROTOCOLS)}")
+                 f", protocols {', '.join(v['protocols'] or PROTOCOLS)}" + (f"; **{v['note']}**" if v.get("note") else ""))
     L += ["", "## Re-measurement (goal for `paired`: >= 99% within +-10%, >= 95% within +-5%, tau >= 0.95)", "",
           "| phases | gap | space | protocol | within +-10% | within +-5% | Kendall tau | median later/first |",
           "|---|---:|---|---|---:|---:|---:|---:|"]
@@ -300,8 +343,12 @@ def _markdown(rep: dict, state: dict) -> str:
             L.append(f"| {sp} | {p} | {r['archs_per_min']:.1f} | {_pct(r['outside_arch_runs'])} | "
                      f"{_pct(r['outside_all_timed_runs'])} |")
     if "cost_lever" in rep:
-        L += ["", "The repeats lever, phase fourth (archs/min): " + "; ".join(
+        L += ["", "The levers, phase fourth (archs/min): " + "; ".join(
             f"{sp} " + ", ".join(f"{p} {v:.1f}" for p, v in d.items()) for sp, d in rep["cost_lever"].items())]
+    for k, d in (rep.get("adaptive_third_share") or {}).items():
+        L.append(f"- phase {k}: `paired_adaptive` needed a third session for "
+                 + ", ".join(f"{100 * v:.0f}% of {sp}'s archs" for sp, v in d.items())
+                 + f" (first two ratios more than {100 * ADAPTIVE_TOL:.0f}% apart)")
     return "\n".join(L) + "\n"
 
 
