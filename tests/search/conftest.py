@@ -23,3 +23,11 @@ def micro_predictor(tmp_path_factory, micro_space):
     path = tmp_path_factory.mktemp("pred") / "micro.hwp"
     p.save(path)
     return path, p
+
+
+@pytest.fixture(scope="session")
+def micro_latency_budget(micro_space, micro_predictor) -> float:
+    """A latency budget that binds on micro: the 30% quantile of 200 random archs' predictions."""
+    _, p = micro_predictor
+    rng = np.random.default_rng(1)
+    return float(np.quantile(p.predict([micro_space.sample(rng) for _ in range(200)]), 0.3))

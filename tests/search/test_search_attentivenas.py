@@ -203,10 +203,9 @@ def test_attentivenas_in_the_loop_meets_the_budget_and_resumes_to_the_same_resul
     assert all(torch.equal(ref_net[k], res_net[k]) for k in ref_net)
 
 
-def test_attentivenas_under_a_latency_budget(tmp_path, micro_space, micro_predictor):
+def test_attentivenas_under_a_latency_budget(tmp_path, micro_space, micro_predictor, micro_latency_budget):
     path, p = micro_predictor
-    rng = np.random.default_rng(1)
-    budget = float(np.quantile(p.predict([micro_space.sample(rng) for _ in range(200)]), 0.3))
+    budget = micro_latency_budget
     res = run_search(_attentive_config(tmp_path, "lat", epochs=2, latency_budget_ms=budget, predictor=str(path),
                                        force=True))
     assert res.predicted_latency_ms <= budget

@@ -168,10 +168,9 @@ def test_a_checkpoint_from_before_private_bn_resumes(tmp_path, micro_space):
     assert res.epochs == 3
 
 
-def test_bnnas_under_a_latency_budget(tmp_path, micro_space, micro_predictor):
+def test_bnnas_under_a_latency_budget(tmp_path, micro_space, micro_predictor, micro_latency_budget):
     path, p = micro_predictor
-    rng = np.random.default_rng(1)
-    budget = float(np.quantile(p.predict([micro_space.sample(rng) for _ in range(200)]), 0.3))
+    budget = micro_latency_budget
     res = run_search(_bn_config(tmp_path, "lat", epochs=2, latency_budget_ms=budget, predictor=str(path), force=True))
     assert res.predicted_latency_ms <= budget
     assert all(r["mean_cost"] <= budget for r in read_log(tmp_path / "lat" / "log.jsonl"))

@@ -233,10 +233,9 @@ def _flops(space, archs):
     return [arch_cost(space, space.parse(a), num_classes=10).flops for a in archs]
 
 
-def test_greedynas_under_a_latency_budget(tmp_path, micro_space, micro_predictor):
+def test_greedynas_under_a_latency_budget(tmp_path, micro_space, micro_predictor, micro_latency_budget):
     path, p = micro_predictor
-    rng = np.random.default_rng(1)
-    budget = float(np.quantile(p.predict([micro_space.sample(rng) for _ in range(200)]), 0.3))
+    budget = micro_latency_budget
     res = run_search(_greedy_config(tmp_path, "lat", epochs=2, latency_budget_ms=budget, predictor=str(path),
                                     force=True))
     assert res.predicted_latency_ms <= budget
