@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from hwnas.errors import RegistryError, SearchError, valid_list
+from hwnas.search.registry import Registry
 from hwnas.space import Arch, SearchSpace
 
 PenaltyFn = Callable[[list], "object"]  # list[torch.Tensor] (probs per decision) -> scalar tensor
@@ -159,38 +160,12 @@ class DistributionViews:
 
 
 # -- registry (timm/torchvision style: duplicates refused, unknown names listed) -----
-_STRATEGIES: dict[str, type[Strategy]] = {}
-
-
-def register_strategy(name: str):
-    """Class decorator: register a ``Strategy`` subclass under ``name``."""
-
-    def deco(cls: type[Strategy]) -> type[Strategy]:
-        if name in _STRATEGIES:
-            raise RegistryError(f"a strategy named {name!r} is already registered")
-        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-            raise RegistryError(f"strategy {name!r} must be a Strategy subclass, got {cls!r}")
-        cls.name = name
-        _STRATEGIES[name] = cls
-        return cls
-
-    return deco
-
-
-def unregister_strategy(name: str) -> None:
-    _STRATEGIES.pop(name, None)
-
-
-def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
-
-
-def strategy_class(name: str) -> type[Strategy]:
-    """The class registered under ``name``; an unknown name is an error listing the valid ones."""
-    cls = _STRATEGIES.get(name)
-    if cls is None:
-        raise RegistryError(f"unknown strategy {name!r}; valid: {valid_list(list_strategies())}")
-    return cls
+_STRATEGIES = Registry("strategy", Strategy, lambda name, valid: RegistryError(
+    f"unknown strategy {name!r}; valid: {valid_list(valid)}"))
+register_strategy = _STRATEGIES.register
+unregister_strategy = _STRATEGIES.unregister
+list_strategies = _STRATEGIES.names
+strategy_class = _STRATEGIES.get
 
 
 def create_strategy(name: str, space: SearchSpace, **params) -> Strategy:

@@ -33,7 +33,8 @@ from typing import Callable
 
 import numpy as np
 
-from hwnas.errors import RegistryError, SearchError, valid_list
+from hwnas.errors import SearchError, valid_list
+from hwnas.search.registry import Registry
 from hwnas.space import Arch
 
 #: ``score(archs) -> rewards`` (higher is better) on the current batch's validation images,
@@ -120,37 +121,12 @@ class TrainSampler(abc.ABC):
 
 
 # -- registry (duplicates refused, unknown names listed) ----------------------------
-_SAMPLERS: dict[str, type[TrainSampler]] = {}
-
-
-def register_train_sampler(name: str):
-    """Class decorator: register a ``TrainSampler`` subclass under ``name``."""
-
-    def deco(cls: type[TrainSampler]) -> type[TrainSampler]:
-        if name in _SAMPLERS:
-            raise RegistryError(f"a training sampler named {name!r} is already registered")
-        if not (isinstance(cls, type) and issubclass(cls, TrainSampler)):
-            raise RegistryError(f"training sampler {name!r} must be a TrainSampler subclass, got {cls!r}")
-        cls.name = name
-        _SAMPLERS[name] = cls
-        return cls
-
-    return deco
-
-
-def unregister_train_sampler(name: str) -> None:
-    _SAMPLERS.pop(name, None)
-
-
-def list_train_samplers() -> list[str]:
-    return sorted(_SAMPLERS)
-
-
-def train_sampler_class(name) -> type[TrainSampler]:
-    cls = _SAMPLERS.get(name)
-    if cls is None:
-        raise SearchError(f"train_sampler must be one of {valid_list(list_train_samplers())}, got {name!r}")
-    return cls
+_SAMPLERS = Registry("training sampler", TrainSampler, lambda name, valid: SearchError(
+    f"train_sampler must be one of {valid_list(valid)}, got {name!r}"))
+register_train_sampler = _SAMPLERS.register
+unregister_train_sampler = _SAMPLERS.unregister
+list_train_samplers = _SAMPLERS.names
+train_sampler_class = _SAMPLERS.get
 
 
 def create_train_sampler(name: str, **params) -> TrainSampler:
