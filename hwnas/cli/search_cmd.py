@@ -18,7 +18,10 @@ from hwnas.cli._progress import SearchBar
                    "supernet training, then evolution on the frozen supernet) | bnnas (BN-NAS: train only BN, "
                    "then evolution by the BN indicator, without data) | attentivenas (AttentiveNAS: sandwich "
                    "rule with a best-of-k path at a sampled FLOPs target and in-place distillation, then "
-                   "evolution).")
+                   "evolution) | dmasking (FBNetV2's DMaskingNAS: Gumbel-weighted channel masks in one relaxed "
+                   "forward, gates learnt by gradient) | danas (DA-NAS-style: PARSEC with a class curriculum, "
+                   "pruning choices at each stage end; needs --class-schedule) | pinas (Pi-NAS-style, supervised "
+                   "adaptation: two disjoint paths with a cross-path mean-teacher consistency, then evolution).")
 @click.option("--latency-budget", "latency_budget", help="Predicted-latency budget: '2ms', '2.5' (ms), '500us'. Needs --predictor.")
 @click.option("--flops-budget", "flops_budget", help="FLOPs (multiply-adds) budget: '300M', '1.5G', '20K'.")
 @click.option("--latency-budgets", "latency_budgets", default=None, metavar="B1,B2,...",
@@ -28,10 +31,10 @@ from hwnas.cli._progress import SearchBar
 @click.option("--budget-quantile", type=float, default=None,
               help="Tail-latency budget: the arch's QUANTILE (e.g. 0.9) of predicted latency, from the "
                    "predictor's uncertainty, must meet the budget.")
-@click.option("--penalty", type=click.Choice(["hinge", "mnas", "differentiable", "logcost"]), default="hinge",
-              show_default=True,
-              help="hinge: reward - beta*max(0, c/T - 1); mnas: acc*(c/T)^w; differentiable: expected cost of "
-                   "the distribution added to its loss; logcost: FP-NAS's beta*log C(alpha) term.")
+@click.option("--penalty", type=click.Choice(["hinge", "mnas", "differentiable", "logcost"]), default=None,
+              help="hinge (default; dmasking: differentiable): reward - beta*max(0, c/T - 1); mnas: acc*(c/T)^w; "
+                   "differentiable: expected cost of the distribution added to its loss; logcost: FP-NAS's "
+                   "beta*log C(alpha) term.")
 @click.option("--penalty-weight", type=float, default=2.0, show_default=True,
               help="beta of the hinge penalty / mu of the differentiable penalty.")
 @click.option("--predictor", type=click.Path(dir_okay=False), help="Latency predictor file (.hwp) from `hwnas predictor`.")
@@ -56,15 +59,21 @@ from hwnas.cli._progress import SearchBar
                    "(needs --train-paths 0).")
 @click.option("--lam", type=float, default=None,
               help="fpnas: K = max(1, round(lam * entropy)) [default: 0.25, the paper's].")
-@click.option("--train-sampler", default=None, metavar="strategy|uniform|greedy|bn_only|attentive",
+@click.option("--train-sampler", default=None, metavar="strategy|uniform|greedy|bn_only|attentive|pinas|relaxed",
               help="Paths the supernet trains on: the strategy's samples (coupled search), uniform single "
-                   "paths (SPOS), GreedyNAS's best k of m scored paths, BN-NAS's BN-only training or AttentiveNAS's "
-                   "sandwich (all but the first need a search stage) [default: the strategy's preset, else "
-                   "strategy].")
+                   "paths (SPOS), GreedyNAS's best k of m scored paths, BN-NAS's BN-only training, AttentiveNAS's "
+                   "sandwich or Pi-NAS's two disjoint paths (these need a search stage), or the relaxed forward "
+                   "(dmasking's, and only it) [default: the strategy's preset, else strategy].")
+@click.option("--sampler-param", "sampler_params", multiple=True, metavar="KEY=VALUE",
+              help="A training sampler hyper-parameter, repeatable, e.g. --sampler-param momentum=0.999 "
+                   "(pinas), pick=worstup (attentive); see the sampler's docstring.")
+@click.option("--strategy-param", "strategy_params", multiple=True, metavar="KEY=VALUE",
+              help="A strategy hyper-parameter, repeatable, e.g. --strategy-param tau0=2 (dmasking), "
+                   "keep=0.3 (danas), population=20 (evolution); see the strategy's docstring.")
 @click.option("--search-stage-steps", type=int, default=None,
               help="Ask/tell rounds on the trained, frozen supernet after the last epoch (two-stage search, "
                    "e.g. --strategy evolution --train-sampler uniform --search-stage-steps 20) "
-                   "[default: 20 for greedynas, bnnas, attentivenas, else 0].")
+                   "[default: 20 for greedynas, bnnas, attentivenas, pinas, else 0].")
 @click.option("--pool-size", type=int, default=None,
               help="greedy sampler: capacity n of the candidate pool of good paths [default: 50].")
 @click.option("--candidates", type=int, default=None,
@@ -79,6 +88,11 @@ from hwnas.cli._progress import SearchBar
 @click.option("--private-bn", default=None, metavar="POSITIONS",
               help="BN positions (comma-separated: expand, spatial, project) where each choice of a layer gets "
                    "its own BN [default: project for bnnas, else none].")
+@click.option("--class-schedule", "class_schedule", default=None, metavar="N1,N2,...",
+              help="Class curriculum (DA-NAS-style): active classes per stage of the search epochs, easiest "
+                   "first (per-class accuracy of the warm-up supernet), e.g. 3,6,10 on digits; strictly "
+                   "increasing, the last the dataset's class count; any strategy; required by danas "
+                   "[default: none].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch CPU threads (0: torch's default; small per-path convs run best on one).")
@@ -95,7 +109,7 @@ from hwnas.cli._progress import SearchBar
 @json_option
 def search(space, strategy, latency_budget, flops_budget, latency_budgets, budget_quantile, penalty, penalty_weight, predictor, force, dataset, limit,
            epochs, warmup_epochs, samples_per_step, train_paths, arch_lr, switch_epoch, estimator, weight_estimator, lam,
-           train_sampler, search_stage_steps, pool_size, candidates, keep_top, batch_size, reward, private_bn, seed, threads, device, rank_paths, grad_sync, out, resume,
+           train_sampler, sampler_params, strategy_params, search_stage_steps, pool_size, candidates, keep_top, batch_size, reward, private_bn, class_schedule, seed, threads, device, rank_paths, grad_sync, out, resume,
            as_json):
     """Search the most accurate architecture within a latency or FLOPs budget.
 
@@ -122,15 +136,16 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
         if not budgets:
             raise click.UsageError("--latency-budgets needs at least one budget, e.g. 0.1,0.2ms")
         latency_budget = f"{budgets[0]}ms"
-    sparams = {}
-    if strategy in ("parsec", "fpnas"):
-        sparams["estimator"] = estimator
+    sparams = _key_values(strategy_params, "--strategy-param")
+    if strategy in ("parsec", "fpnas", "danas"):
+        sparams.setdefault("estimator", estimator)
     if lam is not None:
         if strategy != "fpnas":
             raise click.UsageError("--lam only applies to --strategy fpnas")
         sparams["lam"] = lam
     greedy = {k: v for k, v in (("pool_size", pool_size), ("candidates", candidates), ("keep_top", keep_top))
               if v is not None}
+    greedy.update(_key_values(sampler_params, "--sampler-param"))
     config = SearchConfig(
         space=space, strategy=strategy, dataset=dataset, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed,
         out=out, latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
@@ -141,6 +156,7 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
         weight_estimator=weight_estimator, strategy_params=sparams, train_sampler=train_sampler,
         search_stage_steps=search_stage_steps, train_sampler_params=greedy,
         private_bn=None if private_bn is None else tuple(p.strip() for p in private_bn.split(",") if p.strip()),
+        class_schedule=None if class_schedule is None else _class_schedule(class_schedule),
         batch_size=batch_size, limit=limit, threads=threads, resume=resume, device=device, rank_paths=rank_paths,
         grad_sync=grad_sync,
     )
@@ -155,6 +171,36 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
     with SearchBar(epochs, strategy) as bar:
         result = run_search(config, progress=bar)
     _summary(result)
+
+
+def _key_values(items, flag: str) -> dict:
+    """``("momentum=0.99", "pick=worstup")`` -> ``{"momentum": 0.99, "pick": "worstup"}``: a value is
+    read as JSON (numbers, true/false, null) when it parses, else kept as text; the sampler or
+    strategy checks the names and values before anything runs."""
+    import json
+
+    from hwnas.errors import SearchError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SearchError(f"{flag} takes KEY=VALUE, e.g. {flag} momentum=0.99, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def _class_schedule(text: str) -> tuple[int, ...]:
+    """``--class-schedule 3,6,10`` -> (3, 6, 10); the config checks the counts."""
+    from hwnas.errors import SearchError
+
+    try:
+        return tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        raise SearchError(f"--class-schedule takes class counts, e.g. 3,6,10, got {text!r}") from None
 
 
 def _summary(r) -> None:

@@ -78,7 +78,8 @@ from hwnas.nn.sync_bn import make_syncable
 from hwnas.space import RESOLUTION, Arch, SearchSpace
 from hwnas.space._plan import make_divisible, sa_channels, se_channels
 
-__all__ = ["gate_dims", "gates_from_flat", "gumbel_gates", "one_hot_gates", "relaxed_forward"]
+__all__ = ["check_relaxable", "choice_weights", "gate_dims", "gates_from_flat", "gumbel_gates", "one_hot_gates",
+           "relaxed_forward"]
 
 Gates = list[dict[str, torch.Tensor]]
 
@@ -173,10 +174,29 @@ def _check_gates(space: SearchSpace, gates, dtype, device) -> Gates:
     return out
 
 
-def _check_supported(net) -> None:
-    space = net.space
-    if net.private_bn:
-        raise TrainError(f"forward_relaxed needs the shared-BN supernet; this one has private_bn={net.private_bn!r}")
+def choice_weights(space: SearchSpace, gates) -> list[torch.Tensor]:
+    """Per decision, the weight the gates give each choice: the product of the gates of the
+    choice's own dimensions (a skip choice: its ``skip`` gate alone), in choice order.  For
+    softmax gates this is the factorized distribution's probability of the choice; for one-hot
+    gates it is one-hot on the arch.  (A synthetic objective, or a cost, of the gates.)"""
+    out = []
+    for d, g in zip(space.decisions, gates):
+        values = d.dim_values()
+        ws = []
+        for pairs in d.dims:
+            w = None
+            for name, v in pairs:
+                if len(values[name]) > 1:
+                    t = g[name][values[name].index(v)]
+                    w = t if w is None else w * t
+            ws.append(torch.ones((), dtype=torch.float64) if w is None else w)
+        out.append(torch.stack([w.to(torch.float64) for w in ws]))
+    return out
+
+
+def check_relaxable(space: SearchSpace) -> None:
+    """Refuse a space the relaxed forward cannot run (``ArchError``, one line): a joint space
+    (no per-dimension gates) or one with grouped ops (module docstring, "Not built")."""
     if not space.factorized:
         raise ArchError(f"forward_relaxed needs a factorized space (one gate per named dimension); space "
                         f"{space.name!r} lists its ops jointly")
@@ -185,6 +205,12 @@ def _check_supported(net) -> None:
             if op.groups != 1:
                 raise ArchError(f"forward_relaxed: op {op.name!r} of space {space.name!r} is grouped; "
                                 "only ops with groups 1 are built")
+
+
+def _check_supported(net) -> None:
+    if net.private_bn:
+        raise TrainError(f"forward_relaxed needs the shared-BN supernet; this one has private_bn={net.private_bn!r}")
+    check_relaxable(net.space)
 
 
 # -- the forward ------------------------------------------------------------------

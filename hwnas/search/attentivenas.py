@@ -55,7 +55,9 @@ population 50 as GreedyNAS's.  The paper's search procedure on the trained super
 the preset ``train_sampler='attentive'``, ``search_stage_steps=20``; both stay overridable.
 
 The paper's ablation, BestUp-3 giving a better accuracy-FLOPs front than BigNAS's uniform
-sandwich (WorstUp alongside), is [paper?] and not measured here.  ``table_size`` (2000) is
+sandwich (WorstUp alongside), is [paper?]; ``pick='uniform'`` is that baseline (the middle paths
+uniform over the space, unscored), and ``benchmarks/attentive_pareto_bench.py`` compares the
+three fronts at hwnas scale.  ``table_size`` (2000) is
 this port's choice: the code builds ``pi(alpha | tau)`` from a file of sampled subnets.
 
 Not built [code]: dropout 0.2 and drop-connect 0.2 on the max path, gradient clipping at 1.0,
@@ -71,7 +73,9 @@ from hwnas.search.base import register_strategy
 from hwnas.search.evolution import Evolution
 from hwnas.search.train_samplers import Draw, ScoreFn, TrainSampler, register_train_sampler
 
-PICKS = ("bestup", "worstup")
+#: ``uniform``: BigNAS's sandwich (Yu et al. 2020), the middle paths uniform over the space and
+#: unscored: the baseline of AttentiveNAS's ablation (``benchmarks/attentive_pareto_bench.py``)
+PICKS = ("bestup", "worstup", "uniform")
 #: AttentiveNAS's arXiv number: the generators' seed offset
 _SEED = 2011_09011
 
@@ -160,6 +164,9 @@ class AttentiveSampler(TrainSampler):
     def draw(self, epoch: int, batch: int, score: ScoreFn) -> Draw:
         attentive, self.last_targets = [], []
         for _ in range(self.attentive_paths):
+            if self.pick == "uniform":  # BigNAS's sandwich: no target, no scoring
+                attentive.append(self.ctx.space.sample(self.rng))
+                continue
             tau = int(self.rng.choice(self.buckets, p=self.target_p))
             cands = [self.sample_near(tau) for _ in range(self.candidates)]
             attentive.append(self.choose(cands, score))
@@ -192,7 +199,7 @@ class AttentiveSampler(TrainSampler):
         self.archs_scored += len(cands)
         return cands[int(np.argmax(scores) if self.pick == "bestup" else np.argmin(scores))]
 
-    def loss(self, forward, yb, path):
+    def loss(self, forward, yb, path, *, xb=None):
         """The max path (first of a step): label-smoothed cross-entropy; its detached softmax is
         kept.  The others: soft cross-entropy against it (with ``distill``), else the same
         cross-entropy as the max path."""

@@ -35,6 +35,9 @@ class Strategy(abc.ABC):
     #: whether its distribution learns by gradient, so a penalty on it (``differentiable``,
     #: ``logcost``) can act: PARSEC and FP-NAS, not the rule-based tables (DDPNAS, MdeNAS)
     differentiable: bool = False
+    #: whether its distribution learns by the gradient of a relaxed supernet forward (DMaskingNAS,
+    #: ``relaxed_step.py``) instead of from told rewards: ``tell`` then only records scores
+    relaxed: bool = False
     #: settings of ``SearchConfig`` that choosing this strategy implies when the config leaves
     #: them unset (``None``), e.g. GreedyNAS's ``{"train_sampler": "greedy", "search_stage_steps": 20}``:
     #: a two-stage method is then one flag, and every setting stays overridable

@@ -2,7 +2,8 @@
 
 Saved after every epoch (atomically, by rank 0): the supernet and its optimizer, the strategy's
 state, the training sampler's state (GreedyNAS's pool and survivor queue, for example), the
-warm-up generator, torch's RNG, the step counter and the elapsed time.  Data order depends only
+warm-up generator, torch's RNG, the class curriculum's easy-first order (``curriculum.py``),
+the step counter and the elapsed time.  Data order depends only
 on ``(seed, epoch)``, so a resumed run sees the same batches as an uninterrupted one, and every
 random draw of the strategy and the sampler comes from a generator in the checkpoint: the same
 seed gives the same result whether or not the run was interrupted.
@@ -55,15 +56,18 @@ def save_checkpoint(path: Path, loop, warm_rng, epoch: int, step: int) -> None:
         "supernet": loop.net.state_dict(), "optimizer": loop.optimizer.state_dict(),
         "strategy": loop.strategy.state_dict(), "train_sampler": loop.train_sampler.state_dict(),
         "warm_rng": warm_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+        "curriculum": None if getattr(loop, "curriculum", None) is None else loop.curriculum.state_dict(),
     }, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
 
 
-def restore_checkpoint(checkpoint: dict, net, optimizer, strategy, train_sampler, warm_rng) -> tuple[int, int, float]:
+def restore_checkpoint(checkpoint: dict, net, optimizer, strategy, train_sampler, warm_rng,
+                       curriculum=None) -> tuple[int, int, float]:
     """Load ``checkpoint`` into the run's pieces; returns ``(start epoch, step, elapsed seconds)``.
 
     A checkpoint written before training samplers had state holds none (its samplers,
-    ``strategy`` and ``uniform``, keep theirs in the strategy and the warm-up generator)."""
+    ``strategy`` and ``uniform``, keep theirs in the strategy and the warm-up generator).
+    A class curriculum gets its easy-first order back (None if warm-up had not ended)."""
     import torch
 
     net.load_state_dict(checkpoint["supernet"])
@@ -72,5 +76,7 @@ def restore_checkpoint(checkpoint: dict, net, optimizer, strategy, train_sampler
     if "train_sampler" in checkpoint:
         train_sampler.load_state_dict(checkpoint["train_sampler"])
     warm_rng.bit_generator.state = checkpoint["warm_rng"]
+    if curriculum is not None and checkpoint.get("curriculum") is not None:
+        curriculum.load_state_dict(checkpoint["curriculum"])
     torch.set_rng_state(checkpoint["torch_rng"])
     return checkpoint["epoch"], checkpoint["step"], checkpoint["elapsed_s"]

@@ -6,8 +6,9 @@ before any data is loaded or any file is written (the CLI turns the ``SearchErro
 line and exit code 2), and every other piece of the search reads it but never changes it.
 
 Settings a strategy implies (``Strategy.preset``): ``train_sampler``, ``search_stage_steps``,
-``private_bn`` and ``reward`` left at ``None`` take the strategy's preset, else ``"strategy"``,
-``0`` (the coupled search), ``()`` (shared BN) and ``None`` (see ``reward_kind``).
+``private_bn``, ``reward`` and ``penalty`` left at ``None`` take the strategy's preset, else
+``"strategy"``, ``0`` (the coupled search), ``()`` (shared BN), ``None`` (see ``reward_kind``)
+and ``"hinge"``; so does ``class_schedule``, else ``()`` (no class curriculum).
 They are resolved here, so ``config.json`` and a checkpoint always hold the values a run used.
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ RESUMABLE = {"epochs", "resume", "out", "threads", "force", "device", "grad_sync
 #: under torchrun, which paths rank r > 0 trains: its own draws, or rank 0's (see ``train_step.rank_paths``)
 RANK_PATHS = ("own", "shared")
 #: what the preset-able settings are when neither the config nor the strategy's preset sets them
-SAMPLER_DEFAULTS = {"train_sampler": "strategy", "search_stage_steps": 0, "private_bn": (), "reward": None}
+#: (``class_schedule`` ``()``: no class curriculum, ``curriculum.py``)
+SAMPLER_DEFAULTS = {"train_sampler": "strategy", "search_stage_steps": 0, "private_bn": (), "reward": None,
+                    "penalty": "hinge", "class_schedule": ()}
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class SearchConfig:
     # latency budgets as a tail: the arch's q-quantile of predicted latency (the predictor's
     # out-of-fold residuals) must meet the budget; None: its median prediction
     budget_quantile: float | None = None
-    penalty: str = "hinge"
+    # how the budget enters (``penalty.py``); None: the strategy's preset (dmasking: "differentiable"), else "hinge"
+    penalty: str | None = None
     penalty_weight: float = 2.0
     mnas_w: float = -0.07
     predictor: str | None = None
@@ -85,6 +89,10 @@ class SearchConfig:
     # BN positions where every op choice of a slot gets its own BN (``Supernet(private_bn=...)``):
     # BN-NAS's indicator tells choices apart by them; None: the strategy's preset (bnnas: ("project",)), else ()
     private_bn: tuple[str, ...] | None = None
+    # a class curriculum (``curriculum.py``, DA-NAS-style): active classes per stage of the search
+    # epochs, easiest first, e.g. (3, 6, 10); strictly increasing, >= 2, the last the dataset's
+    # class count; () off; None: the strategy's preset, else () (danas has none: it requires one)
+    class_schedule: tuple[int, ...] | None = None
     # the supernet's gradient over the training paths: "mean" (plain average), or "importance"
     # (PARSEC: weights softmax(log-likelihood of the batch) per path; needs train_paths=0)
     weight_estimator: str = "mean"
@@ -141,6 +149,8 @@ class SearchConfig:
             if not 0.0 < float(self.budget_quantile) < 1.0:
                 raise SearchError(f"budget_quantile must be in (0, 1), e.g. 0.9, got {self.budget_quantile}")
         self._check_sampler()
+        self._check_strategy_params()
+        self._check_class_schedule()
         if self.weight_estimator not in WEIGHT_ESTIMATORS:
             raise SearchError(f"weight_estimator must be one of {valid_list(WEIGHT_ESTIMATORS)}, "
                               f"got {self.weight_estimator!r}")
@@ -185,15 +195,51 @@ class SearchConfig:
     def _check_sampler(self) -> None:
         """The training sampler exists, its parameters are valid, and a sampler that never asks
         the strategy leaves it a search stage to search in."""
+        from hwnas.search.base import strategy_class
         from hwnas.search.train_samplers import create_train_sampler, train_sampler_class
 
         cls = train_sampler_class(self.train_sampler)
         create_train_sampler(self.train_sampler, **self.train_sampler_params)  # validates the parameters
         if int(self.search_stage_steps) < 0:
             raise SearchError(f"search_stage_steps must be >= 0, got {self.search_stage_steps}")
-        if not cls.asks_strategy and int(self.search_stage_steps) == 0:
+        if strategy_class(self.strategy).relaxed != cls.relaxed:
+            raise SearchError(f"strategy {self.strategy!r} and train_sampler {self.train_sampler!r} do not go together: "
+                              "the relaxed sampler trains the supernet for a relaxed strategy (dmasking), and only it")
+        if cls.relaxed and self.private_bn:
+            raise SearchError(f"the relaxed forward mixes every choice through one shared BN per position: "
+                              f"{self.strategy!r} needs private_bn off, got {self.private_bn!r}")
+        if cls.relaxed and int(self.search_stage_steps) > 0:
+            raise SearchError(f"{self.strategy!r} learns while the supernet trains; it has no search stage: "
+                              f"give search_stage_steps 0, got {self.search_stage_steps}")
+        if not cls.asks_strategy and not cls.relaxed and int(self.search_stage_steps) == 0:
             raise SearchError(f"train_sampler={self.train_sampler!r} trains the supernet without asking the strategy: "
                               "give search_stage_steps > 0 for the strategy to search the trained supernet")
+
+    def _check_strategy_params(self) -> None:
+        """The strategy takes ``strategy_params`` on this space (names and values; a strategy that
+        cannot search the space, dmasking on a joint one, says so here), before any file exists."""
+        from hwnas.search.base import create_strategy
+        from hwnas.space import get_space
+
+        create_strategy(self.strategy, get_space(self.space), seed=self.seed, **self.strategy_params)
+
+    def _check_class_schedule(self) -> None:
+        """The curriculum's config-only checks (``curriculum.check_schedule``; its counts against the
+        dataset's classes wait for the data, ``run_setup.setup``), and a strategy that prunes at its
+        stage ends (danas) has one and runs the coupled search, where it sees the stages."""
+        from hwnas.search.base import strategy_class
+        from hwnas.search.curriculum import check_schedule
+        from hwnas.search.train_samplers import train_sampler_class
+
+        object.__setattr__(self, "class_schedule", check_schedule(self.class_schedule,
+                                                                  self.epochs - self.warmup_epochs))
+        if getattr(strategy_class(self.strategy), "needs_class_schedule", False):
+            if not self.class_schedule:
+                raise SearchError(f"{self.strategy} (DA-NAS-style) prunes at the ends of a class curriculum's stages: "
+                                  "give class_schedule, e.g. --class-schedule 3,6,10 for digits' 10 classes")
+            if not train_sampler_class(self.train_sampler).asks_strategy:
+                raise SearchError(f"{self.strategy} prunes as the curriculum's stages end, during the coupled search: "
+                                  f"it needs train_sampler='strategy', got {self.train_sampler!r}")
 
     @property
     def reward_kind(self) -> str:
@@ -247,6 +293,9 @@ class SearchResult:
     pareto_front: int | None = None  # archs on the front (pareto.json)
     budget_quantile: float | None = None
     world_size: int = 1  # ranks that trained the supernet (torchrun); 1: one process
+    # post-warm-up training steps after which the training sampler ended training (GreedyNAS's
+    # early stop on a stable pool); None: it trained every epoch
+    train_stopped_at: int | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

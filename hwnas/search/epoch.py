@@ -8,6 +8,9 @@ al. 2019, Alg. 1) and FP-NAS (Yan et al. 2021, Sec. 3) per batch in the coupled 
 """
 from __future__ import annotations
 
+import contextlib
+
+from hwnas.search.relaxed_step import relaxed_strategy_step
 from hwnas.search.strategy_step import strategy_step
 from hwnas.search.train_step import rank_paths, same_paths_on_all_ranks, supernet_step
 
@@ -23,7 +26,17 @@ def search_epoch(loop, warm_sampler, epoch: int, step: int) -> int:
     The batch of a step is ``batch_size`` images over all ranks: ``DistributedSampler`` gives
     rank r every world-size-th image of the epoch's permutation, so the ranks' shards of step b
     together are exactly the single-process batch b (with one rank, the same permutation as
-    before the data-parallel search existed)."""
+    before the data-parallel search existed).
+
+    In a class-curriculum stage (``curriculum.py``) the batches keep only the active classes'
+    images and every forward of the epoch masks the other classes' logits."""
+    view = loop.curriculum.epoch_view(loop, epoch) if getattr(loop, "curriculum", None) is not None else None
+    with view.masking(loop.net) if view is not None else contextlib.nullcontext():
+        return _epoch_batches(loop, warm_sampler, epoch, step, view)
+
+
+def _epoch_batches(loop, warm_sampler, epoch: int, step: int, view) -> int:
+    """The batches of ``search_epoch`` (``view``: the curriculum's epoch, None without one)."""
     import torch
     from torch.utils.data import DistributedSampler
 
@@ -44,6 +57,8 @@ def search_epoch(loop, warm_sampler, epoch: int, step: int) -> int:
         idx = mine[b * per_rank:(b + 1) * per_rank]
         start = (b * vb) % max(n_val - vb + 1, 1)
         vidx = vperm[start:start + vb]
+        if view is not None:  # only the active classes' images; idx None: the supernet step is skipped
+            idx, vidx = view.train_batch(idx, b), view.val_batch(b)
 
         def score(archs, vidx=vidx):
             return loop.reward_of(*loop.evaluate(archs, xva[vidx], yva[vidx], vb), archs)
@@ -52,10 +67,20 @@ def search_epoch(loop, warm_sampler, epoch: int, step: int) -> int:
         shared = sampler.same_paths_on_all_ranks
         paths = draw.paths if shared else rank_paths(loop, draw.paths, draw.archs, epoch, b)
         sync_bn = world.active and (shared or same_paths_on_all_ranks(config, draw.archs))
-        train_loss = supernet_step(loop, paths, xtr[idx], ytr[idx], warm, sync_bn=sync_bn)
+        train_loss = None if idx is None else supernet_step(loop, paths, xtr[idx], ytr[idx], warm, sync_bn=sync_bn)
+        if not warm and sampler.finished:  # its early stop (GreedyNAS): this was the last training batch
+            loop.emit({"stage": "train", "epoch": epoch, "batch": b, "steps_per_epoch": loop.steps_per_epoch,
+                       "train_loss": float("nan") if train_loss is None else train_loss, "stopped": True})
+            return step
+        if draw.relaxed_step:  # a differentiable strategy (DMaskingNAS): its gates step on the validation batch
+            step += 1
+            rec = relaxed_strategy_step(loop, vidx, step, epoch, train_loss)
+            loop.emit({"stage": "search", "epoch": epoch, "batch": b, "steps_per_epoch": loop.steps_per_epoch, **rec})
+            continue
         if draw.archs is None:
             loop.emit({"stage": "warmup" if warm else "train", "epoch": epoch, "batch": b,
-                       "steps_per_epoch": loop.steps_per_epoch, "train_loss": train_loss})
+                       "steps_per_epoch": loop.steps_per_epoch,
+                       "train_loss": float("nan") if train_loss is None else train_loss})
             continue
         step += 1
         rec = strategy_step(loop, draw.archs, vidx, step, epoch, train_loss)

@@ -40,8 +40,14 @@ top 10 parents, 25 mutations and 25 crossovers with ``m_prob`` 0.1, 20 generatio
 ``--strategy greedynas`` is the one-flag preset ``train_sampler='greedy'``,
 ``search_stage_steps=20``; both stay overridable.
 
-Not built: the paper's early stop of supernet training once the pool is stable (its "60% of
-the supernet training cost" claim) [paper?].
+Early stop (``stop_churn``, off by default): the paper stops supernet training once the
+candidate pool is stable, the basis of its "~60% of supernet training cost" [paper?: the
+method section could not be read; the rule below is ours].  After every refill the sampler
+records the pool's *churn*, the share of its members that were not in it before the refill;
+once the pool is full and the mean churn of the last ``stop_window`` refills is below
+``stop_churn``, the sampler is ``finished``: the loop ends supernet training after that
+batch (the epoch's checkpoint is written) and goes on to the search stage.  The training
+steps done are in ``stats['stopped_at_step']`` (post-warm-up steps; 0: never stopped).
 """
 from __future__ import annotations
 
@@ -63,7 +69,8 @@ class GreedySampler(TrainSampler):
     same_paths_on_all_ranks = True
 
     def __init__(self, *, pool_size: int = 50, candidates: int = 10, keep_top: int = 5, init_p: float = 0.0,
-                 max_p: float = 0.8, start: float = 0.08, end: float = 0.96, max_tries: int = 100):
+                 max_p: float = 0.8, start: float = 0.08, end: float = 0.96, max_tries: int = 100,
+                 stop_churn: float | None = None, stop_window: int = 10):
         super().__init__()
         if int(pool_size) < 1:
             raise SearchError(f"greedy pool_size (the candidate pool's capacity n) must be >= 1, got {pool_size}")
@@ -80,12 +87,20 @@ class GreedySampler(TrainSampler):
                               f"start={start}, end={end}")
         if int(max_tries) < 1:
             raise SearchError(f"greedy max_tries must be >= 1, got {max_tries}")
+        if stop_churn is not None and not 0.0 < float(stop_churn) <= 1.0:
+            raise SearchError(f"greedy stop_churn (the pool's mean share of new members below which training "
+                              f"stops) must be in (0, 1], or None for no early stop; got {stop_churn}")
+        if int(stop_window) < 1:
+            raise SearchError(f"greedy stop_window (refills the churn is averaged over) must be >= 1, got {stop_window}")
+        self.stop_churn = None if stop_churn is None else float(stop_churn)
+        self.stop_window = int(stop_window)
+        self.churn: list[float] = []  # the pool's share of new members after each refill
         self.pool_size, self.candidates, self.keep_top = int(pool_size), int(candidates), int(keep_top)
         self.init_p, self.max_p, self.start, self.end = float(init_p), float(max_p), float(start), float(end)
         self.max_tries = int(max_tries)
         self.pool: dict[str, float] = {}  # arch string -> score, best first
         self.queue: list[str] = []  # survivors not trained yet
-        self.stats = {"refills": 0, "pool_draws": 0, "open_draws": 0, "rejected": 0}
+        self.stats = {"refills": 0, "pool_draws": 0, "open_draws": 0, "rejected": 0, "stopped_at_step": 0}
         self.rng: np.random.Generator | None = None
 
     def bind(self, ctx) -> "GreedySampler":
@@ -101,9 +116,18 @@ class GreedySampler(TrainSampler):
             return self.max_p
         return self.init_p + (self.max_p - self.init_p) * (t - self.start) / (self.end - self.start)
 
+    @property
+    def finished(self) -> bool:
+        """The pool is full and stable (the early stop, ``stop_churn``)."""
+        return bool(self.stats["stopped_at_step"])
+
     def draw(self, epoch: int, batch: int, score: ScoreFn) -> Draw:
         if not self.queue:
             self.refill(self.epsilon(self.ctx.progress(epoch, batch)), score)
+        recent = self.churn[-self.stop_window:]
+        if (self.stop_churn is not None and not self.finished and len(self.pool) == self.pool_size
+                and len(recent) == self.stop_window and sum(recent) / len(recent) < self.stop_churn):
+            self.stats["stopped_at_step"] = int(round(self.ctx.progress(epoch, batch) * self.ctx.train_steps)) + 1
         return Draw([self.ctx.space.parse(self.queue.pop(0))])
 
     def refill(self, eps: float, score: ScoreFn) -> None:
@@ -135,7 +159,9 @@ class GreedySampler(TrainSampler):
                 self.pool[a] = fresh[a]
         for a in self.queue:
             self.pool[a] = fresh[a]
+        before = set(self.pool)
         self.pool = dict(sorted(self.pool.items(), key=lambda kv: -kv[1])[:self.pool_size])
+        self.churn.append(len(set(self.pool) - before) / len(self.pool))
         self.stats["refills"] += 1
 
     def _explore(self) -> str | None:
@@ -157,7 +183,7 @@ class GreedySampler(TrainSampler):
     def state_dict(self) -> dict:
         state = super().state_dict()
         state.update(rng=self.rng.bit_generator.state, pool=[[a, s] for a, s in self.pool.items()],
-                     queue=list(self.queue), stats=dict(self.stats))
+                     queue=list(self.queue), stats=dict(self.stats), churn=list(self.churn))
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -165,7 +191,8 @@ class GreedySampler(TrainSampler):
         self.rng.bit_generator.state = state["rng"]
         self.pool = {a: float(s) for a, s in state["pool"]}
         self.queue = list(state["queue"])
-        self.stats = {k: int(v) for k, v in state["stats"].items()}
+        self.stats = {"stopped_at_step": 0, **{k: int(v) for k, v in state["stats"].items()}}
+        self.churn = [float(c) for c in state.get("churn", [])]  # a checkpoint from before the early stop has none
 
 
 @register_strategy("greedynas")

@@ -17,9 +17,16 @@ SPOS, Guo et al. 2020, and GreedyNAS, You et al. 2020):
      then the **rewards** of all ``K`` archs on one validation batch with the shared weights
      (``-loss`` or accuracy; BN uses the batch's statistics, see ``hwnas.nn.supernet``),
      shaped by the budget penalty (``penalty.py``), go to ``strategy.tell``;
-   - ``uniform`` (SPOS), ``greedy`` (GreedyNAS, ``greedynas.py``) and ``bn_only`` (BN-NAS,
-     ``bnnas.py``: from the end of warm-up the optimizer holds only BN parameters, the rest is
-     frozen): the strategy is not asked while the supernet trains.
+   - ``uniform`` (SPOS), ``greedy`` (GreedyNAS, ``greedynas.py``; it may end training early
+     on a stable pool), ``bn_only`` (BN-NAS, ``bnnas.py``: from the end of warm-up the
+     optimizer holds only BN parameters, the rest is frozen), ``attentive`` and ``pinas``: the
+     strategy is not asked while the supernet trains;
+   - ``relaxed`` (DMaskingNAS, ``dmasking.py``): the weights train on the relaxed forward of
+     every choice at once, then the strategy's gates take a gradient step on the validation
+     batch (``relaxed_step.py``) in place of ask/tell.
+   With a class curriculum (``class_schedule``, ``curriculum.py``; DA-NAS-style) these epochs
+   come in stages of growing active class sets, easiest first: the batches keep only the
+   active classes' images, and the losses and rewards only their logits.
 3. **Search stage** (``search_stage_steps`` > 0): ask/tell rounds on the frozen supernet.
 4. **Final arch**: ``penalty.select_final`` (most likely arch meeting the budget), its
    supernet validation accuracy, predicted latency, FLOPs, params and budget margin.
@@ -31,8 +38,8 @@ candidate a training sampler scored itself.
 The pieces, one job each: ``config`` (settings and their checks), ``costs`` (the budget),
 ``run_setup`` (data, strategy, samplers), ``train_samplers`` / ``greedynas`` (which paths
 train), ``train_step`` (the SGD step, DDP), ``strategy_step`` (score, shape, tell, log),
-``epoch`` (one epoch of both), ``checkpoint``, ``final`` (result, Pareto front), ``outputs``
-(run files).  This module only runs them in order.
+``curriculum`` (the active classes of an epoch), ``epoch`` (one epoch of both), ``checkpoint``,
+``final`` (result, Pareto front), ``outputs`` (run files).  This module only runs them in order.
 
 Outputs in ``out`` (``runs/NAME``): ``config.json``, ``log.jsonl`` (one line per strategy
 step), ``checkpoint.pt`` after every epoch, ``result.json``, ``supernet.pt``, ``search.png``,
@@ -100,10 +107,10 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None, w
     optimizer = _sgd(config, net.parameters())
     start_epoch, step, elapsed = 0, 0, 0.0
     if checkpoint is not None and checkpoint["epoch"] > config.warmup_epochs:  # it holds the sampler's optimizer
-        optimizer = _sampler_optimizer(config, net, run.train_sampler) or optimizer
+        optimizer = _start_sampler(config, net, run.train_sampler) or optimizer
     if checkpoint is not None:
         start_epoch, step, elapsed = restore_checkpoint(checkpoint, net, optimizer, strategy, run.train_sampler,
-                                                        run.warm_rng)
+                                                        run.warm_rng, curriculum=run.curriculum)
         if world.is_main:
             truncate_log(out / "log.jsonl", step)
             log.info("resuming %s at epoch %d (step %d; written by %d rank(s), now %d)", out, start_epoch, step,
@@ -122,12 +129,15 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None, w
             progress(event)
 
     loop = LoopState(config, world, run.space, net, train_net, optimizer, strategy, run.costs, run.data,
-                     run.steps_per_epoch, run.val_batch, clock, emit, train_sampler=run.train_sampler)
+                     run.steps_per_epoch, run.val_batch, clock, emit, train_sampler=run.train_sampler,
+                     curriculum=run.curriculum)
     loop.log_f = open(out / "log.jsonl", "a") if out is not None and world.is_main else None
     try:
         for epoch in range(start_epoch, config.epochs):
+            if epoch > config.warmup_epochs and run.train_sampler.finished:  # stopped early (and resumed)
+                break
             if epoch == config.warmup_epochs:  # from here a sampler may train only some weights (BN-NAS: BN)
-                loop.optimizer = _sampler_optimizer(config, net, run.train_sampler) or loop.optimizer
+                loop.optimizer = _start_sampler(config, net, run.train_sampler) or loop.optimizer
             step = search_epoch(loop, run.warm_sampler, epoch, step)
             broadcast_buffers(net, world)  # BN running statistics: rank 0's, before they are saved
             check_identical({"strategy": strategy.state_dict(), "train_sampler": run.train_sampler.state_dict()},
@@ -151,9 +161,11 @@ def _sgd(config, params):
                            nesterov=True)
 
 
-def _sampler_optimizer(config, net, sampler):
-    """The optimizer of the epochs after warm-up over the training sampler's parameter groups
-    (``TrainSampler.train_params``; BN-NAS: only BN, the rest frozen), or None when the sampler
-    trains every weight (the warm-up's optimizer then continues, momentum and all)."""
+def _start_sampler(config, net, sampler):
+    """Start the training sampler on the supernet as warm-up ends (``TrainSampler.begin_training``; Pi-NAS
+    copies its teacher) and return the optimizer of the epochs after warm-up over its parameter
+    groups (``TrainSampler.train_params``; BN-NAS: only BN, the rest frozen), or None when the
+    sampler trains every weight (the warm-up's optimizer then continues, momentum and all)."""
+    sampler.begin_training(net)
     groups = sampler.train_params(net)
     return None if groups is None else _sgd(config, groups)

@@ -32,10 +32,13 @@ class LoopState:
     emit: Callable[[dict], None]
     log_f: object = None
     train_sampler: object = None  # train_samplers.TrainSampler after warm-up; None: cross-entropy, no sampler
+    curriculum: object = None  # curriculum.Curriculum (class_schedule); None: every class in every epoch
 
     def evaluate(self, archs, x, y, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Loss and accuracy of each arch on ``(x, y)`` with the shared weights; the ranks
-        split the archs between them and gather the results (every rank gets all of them)."""
+        split the archs between them and gather the results (every rank gets all of them).
+        In a class-curriculum epoch the supernet's inactive logits are masked (``curriculum.py``),
+        so both are over the active classes only."""
         from hwnas.distributed import all_gather_object
         from hwnas.nn.supernet_train import evaluate_arch
 

@@ -86,7 +86,7 @@ def plot(points: list[Point], budgets: list[dict], cost_kind: str, path, title: 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.scatter([p.cost for p in points], [p.acc for p in points], s=8, alpha=0.35, label="candidates")
     ax.plot([p.cost for p in fr], [p.acc for p in fr], "o-", color="tab:red", ms=4, lw=1, label="Pareto front")
-    for b in budgets:
+    for b in budgets or ():  # None: a run without a budget
         ax.axvline(b["budget"], color="grey", ls="--", lw=0.8)
         if b.get("arch"):
             ax.plot([b["cost"]], [b["acc"]], "*", color="black", ms=10)

@@ -15,6 +15,7 @@ from hwnas.errors import SearchError
 from hwnas.search.base import create_strategy
 from hwnas.search.config import SearchConfig
 from hwnas.search.costs import RunCosts, budget_costs, data_costs
+from hwnas.search.curriculum import make_curriculum, stage_end_steps
 from hwnas.search.outputs import write_json
 from hwnas.search.train_samplers import SamplerContext, UniformSampler, create_train_sampler
 
@@ -37,6 +38,7 @@ class Run:
     warm_rng: np.random.Generator  # uniform paths of the warm-up (and of the ``uniform`` sampler)
     warm_sampler: object  # UniformSampler on ``warm_rng``
     train_sampler: object  # the configured TrainSampler, bound to the run
+    curriculum: object = None  # curriculum.Curriculum of ``class_schedule``; None: every class always
 
 
 def setup(config: SearchConfig, out: Path | None, world) -> Run:
@@ -56,6 +58,7 @@ def setup(config: SearchConfig, out: Path | None, world) -> Run:
         write_json(out / "config.json", config.to_dict())
     data = load_dataset(config.dataset, int(res), seed=config.seed, limit=config.limit,
                         test_fraction=config.test_fraction)
+    curriculum = make_curriculum(config, data.num_classes, data.name)  # its counts against the classes
     data_costs(costs, config, space, cost_res, data.num_classes)
     steps_per_epoch = max(1, len(data.train) // config.batch_size)
     vb = min(config.val_batch_size, len(data.val.tensors[1]))
@@ -67,7 +70,7 @@ def setup(config: SearchConfig, out: Path | None, world) -> Run:
     warm_sampler = UniformSampler().bind(ctx)
     train_sampler = create_train_sampler(config.train_sampler, **config.train_sampler_params).bind(ctx)
     return Run(space, int(res), cost_res, costs, data, steps_per_epoch, vb, strategy, warm_rng, warm_sampler,
-               train_sampler)
+               train_sampler, curriculum)
 
 
 def switch_epoch(config: SearchConfig) -> int:
@@ -77,19 +80,30 @@ def switch_epoch(config: SearchConfig) -> int:
 
 
 def make_strategy(config: SearchConfig, space, steps_per_epoch: int, costs: RunCosts, val_batch: int):
-    """The configured strategy; FP-NAS switches after ``switch_epoch`` search epochs; a
+    """The configured strategy; FP-NAS switches after ``switch_epoch`` search epochs; danas
+    prunes at the class curriculum's stage ends (``curriculum.stage_end_steps``); a
     strategy with a ``feasible`` slot (evolution) gets the budget as a predicate."""
     sparams = dict(seed=config.seed, samples_per_step=config.samples_per_step)
-    if config.strategy in ("parsec", "fpnas"):
+    if config.strategy in ("parsec", "fpnas", "dmasking"):
         sparams["arch_lr"] = config.arch_lr
     if config.strategy == "fpnas":
         sparams["switch_step"] = steps_per_epoch * switch_epoch(config)
+    if config.strategy == "danas":  # PARSEC's distribution, pruned at the ends of the class curriculum's stages
+        sparams.update(arch_lr=config.arch_lr, stage_steps=stage_end_steps(config, steps_per_epoch))
+    if config.strategy == "dmasking":  # its temperature anneals over the run's search steps
+        sparams["total_steps"] = steps_per_epoch * (config.epochs - config.warmup_epochs)
     sparams.update(config.strategy_params)
     strategy = create_strategy(config.strategy, space, **sparams)
     needs_grad = costs.penalty_fn is not None or (config.penalty == "logcost" and costs.budget is not None)
     if needs_grad and not strategy.differentiable:
         raise SearchError(f"the {config.penalty} penalty acts on a distribution's gradient (parsec, fpnas), "
                           f"which {config.strategy!r} has not: use --penalty hinge or mnas")
+    if strategy.relaxed and costs.budget is not None and config.penalty != "differentiable":
+        raise SearchError(f"{config.strategy!r} learns its gates by gradient and scores no sampled arch: the budget "
+                          f"must enter its loss, --penalty differentiable (got --penalty {config.penalty})")
+    if config.class_schedule and strategy.relaxed:
+        raise SearchError(f"class_schedule masks the logits of the supernet's sampled paths, which "
+                          f"{config.strategy!r}'s relaxed forward does not run: drop --class-schedule")
     if hasattr(strategy, "feasible") and costs.cost_fn is not None:
         strategy.feasible = costs.feasible()
     if getattr(strategy, "estimator", None) == "importance":

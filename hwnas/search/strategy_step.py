@@ -34,9 +34,14 @@ def strategy_step(loop, archs, vidx, step: int, epoch: int, train_loss, stage: b
     cost_kind = None if costs.budget is None else costs.budget.kind
     rec = step_record(strategy, step, epoch, archs, losses, accs, rewards, arch_costs, costs.budget,
                       costs.expected_fn, costs.lat_fn, train_loss, cost_kind, loop.archs_sampled())
-    rec["time_s"] = round(loop.clock(), 3)
     if stage:
         rec["phase"] = "search stage" if rec["phase"] == "-" else f"search stage ({rec['phase']})"
+    return log_record(loop, rec)
+
+
+def log_record(loop, rec: dict) -> dict:
+    """Stamp a step's record with the run time and (rank 0) append it to ``log.jsonl``."""
+    rec["time_s"] = round(loop.clock(), 3)
     if loop.log_f is not None:
         loop.log_f.write(jsonutil.dumps(rec) + "\n")
         loop.log_f.flush()

@@ -10,11 +10,13 @@ step.  So the driver asks the run's sampler, once per training batch after warm-
 tell after the step.  Warm-up always trains uniform single paths.
 
 The protocol is a small ABC, as ``Strategy`` is.  A sampler implements ``draw`` and may
-override ``loss`` (default: cross-entropy of one path), ``before_search_stage`` (hand what it
-learnt to the strategy before the two-stage search on the frozen supernet), ``train_params``
-(train only some weights after warm-up: BN-NAS), and
-``state_dict``/``load_state_dict`` (everything it needs to continue identically after a
-resume; it joins ``checkpoint.pt``).  ``__init__`` takes and validates the
+override ``loss`` (default: cross-entropy of one path; it gets the batch's images as ``xb``
+for a teacher), ``after_step`` (after every optimizer step, gradients in place: Pi-NAS's
+teacher), ``begin_training`` (as warm-up ends, with the supernet), ``train_params`` (train
+only some weights after warm-up: BN-NAS), ``finished`` (end training early: GreedyNAS),
+``before_search_stage`` (hand what it learnt to the strategy before the two-stage search on
+the frozen supernet), and ``state_dict``/``load_state_dict`` (everything it needs to continue
+identically after a resume; it joins ``checkpoint.pt``).  ``__init__`` takes and validates the
 sampler's hyper-parameters only (so ``SearchConfig`` can refuse bad ones before anything runs);
 ``bind`` attaches the run (``SamplerContext``).  The budget reaches a sampler only as the
 ``feasible`` predicate of its context.  A new sampler is one class with
@@ -23,7 +25,9 @@ sampler's hyper-parameters only (so ``SearchConfig`` can refuse bad ones before 
 Built in here: ``strategy`` (the coupled search of PARSEC / FP-NAS: the strategy's samples train)
 and ``uniform`` (single-path one-shot, SPOS, Guo et al. ECCV 2020: the strategy only searches
 the trained supernet).  GreedyNAS's ``greedy`` lives in ``greedynas.py``, BN-NAS's ``bn_only`` in
-``bnnas.py``.
+``bnnas.py``, AttentiveNAS's ``attentive`` in ``attentivenas.py``, the Pi-NAS-style ``pinas`` in
+``pinas.py``, and DMaskingNAS's ``relaxed`` (whose one "path" is every choice at once, a
+``RelaxedPath``) in ``dmasking.py``.
 """
 from __future__ import annotations
 
@@ -46,8 +50,19 @@ ScoreFn = Callable[[list], np.ndarray]
 class Draw:
     """What a sampler decided for one training batch."""
 
-    paths: list  # list[Arch]: trained on the batch (by this rank; see ``train_step.rank_paths``)
+    paths: list  # list[Arch | RelaxedPath]: trained on the batch (by this rank; see ``train_step.rank_paths``)
     archs: list | None = None  # the strategy's asks, scored and told after the step; None: no strategy step
+    #: a differentiable strategy's step follows (DMaskingNAS: its gates learn on the validation
+    #: batch by gradient, ``relaxed_step.py``) in place of ask/tell
+    relaxed_step: bool = False
+
+
+@dataclass(frozen=True)
+class RelaxedPath:
+    """A "path" that is every choice at once, weighted by ``gates`` (``Supernet.forward_relaxed``:
+    FBNetV2's masked widest forward); the training step runs it in place of a single path."""
+
+    gates: list  # per decision, {dimension: gate vector}
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,9 @@ class TrainSampler(abc.ABC):
     #: under torchrun every rank trains the sampler's paths (they are the ranks' common choice,
     #: its generator is replicated), and BN normalises over all ranks' images
     same_paths_on_all_ranks: bool = False
+    #: trains the relaxed supernet for a relaxed strategy (``Strategy.relaxed``: DMaskingNAS); the
+    #: two go together
+    relaxed: bool = False
 
     def __init__(self):
         self.archs_scored = 0  # archs the sampler scored itself (counted into ``archs_sampled``)
@@ -95,14 +113,30 @@ class TrainSampler(abc.ABC):
     def draw(self, epoch: int, batch: int, score: ScoreFn) -> Draw:
         """The paths to train on batch ``batch`` of ``epoch``; ``score`` rates candidates first."""
 
-    def loss(self, forward, yb, path):
-        """The training loss of ``path`` on the batch; ``forward(path)`` returns its logits."""
+    def loss(self, forward, yb, path, *, xb=None):
+        """The training loss of ``path`` on the batch; ``forward(path)`` returns its logits
+        (``xb``, the batch's images, for a sampler that runs another network on them: a teacher)."""
         import torch.nn.functional as F
 
         return F.cross_entropy(forward(path), yb)
 
+    def after_step(self, net, paths) -> None:
+        """Called after each optimizer step of the sampler's paths, with their gradients still in
+        place (Pi-NAS: the mean teacher follows the weights the paths trained); default: nothing."""
+
     def before_search_stage(self, strategy) -> None:
         """Called once before the search stage on the frozen supernet (default: nothing to hand over)."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether supernet training should end now (GreedyNAS's early stop on a stable pool):
+        the loop stops after the current batch and goes on to the search stage; default never."""
+        return False
+
+    def begin_training(self, net) -> None:
+        """Called once when warm-up ends, with the supernet (and on a resume past warm-up, before
+        the checkpoint's state is loaded into the sampler): Pi-NAS copies its mean teacher here;
+        default: nothing."""
 
     def train_params(self, net) -> list | None:
         """The parameter groups the optimizer gets after warm-up, for a sampler that trains only

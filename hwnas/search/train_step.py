@@ -34,19 +34,24 @@ def supernet_step(loop, paths, xb, yb, warm: bool, sync_bn: bool = False) -> flo
 
     from hwnas.distributed import average_gradients
 
+    from hwnas.search.train_samplers import RelaxedPath
+
     world, net = loop.world, loop.net
     param = next(net.parameters())
     xb, yb = xb.to(param.device, param.dtype), yb.to(param.device)
-    ddp = loop.train_net is not net and len(paths) == 1
+    # a relaxed path runs ``forward_relaxed``, which DDP's hooks on ``forward`` do not see
+    ddp = loop.train_net is not net and len(paths) == 1 and not isinstance(paths[0], RelaxedPath)
     runner = loop.train_net if ddp else net
     sampler = None if warm else loop.train_sampler
 
     def forward(a):
+        if isinstance(a, RelaxedPath):
+            return net.forward_relaxed(xb, a.gates)
         net.set_active_subnet(a)
         return runner(xb)
 
     def path_loss(a):
-        return F.cross_entropy(forward(a), yb) if sampler is None else sampler.loss(forward, yb, a)
+        return F.cross_entropy(forward(a), yb) if sampler is None else sampler.loss(forward, yb, a, xb=xb)
 
     loop.optimizer.zero_grad()
     with net.synced_bn() if sync_bn else contextlib.nullcontext():
@@ -54,6 +59,8 @@ def supernet_step(loop, paths, xb, yb, warm: bool, sync_bn: bool = False) -> flo
     if not ddp:
         average_gradients(net.parameters(), world)
     loop.optimizer.step()
+    if sampler is not None:
+        sampler.after_step(net, paths)
     return train_loss
 
 

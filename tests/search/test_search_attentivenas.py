@@ -76,6 +76,19 @@ def test_bestup_and_worstup_pick_the_lowest_and_highest_loss_candidate(micro_spa
         assert str(trained) == want
 
 
+def test_uniform_pick_is_the_bignas_sandwich_unscored_and_uniform(micro_space):
+    """``pick='uniform'`` (the ablation's baseline): the middle path is a uniform arch, nothing
+    is scored; over many draws every choice of every decision appears about equally often."""
+    s = _sampler(micro_space, pick="uniform", attentive_paths=1)
+    score = Recorder()
+    mids = [s.draw(1, b, score).paths[1] for b in range(600)]
+    assert not score.calls and s.archs_scored == 0
+    for i, d in enumerate(micro_space.decisions):
+        counts = np.bincount([micro_space.indices(a)[i] for a in mids], minlength=len(d.choices))
+        expected = 600 / len(d.choices)
+        assert np.all(np.abs(counts - expected) < 4 * np.sqrt(expected)), (d.name, counts)
+
+
 def test_distillation_loss_equals_the_hand_computation(micro_space):
     s = _sampler(micro_space, attentive_paths=1, label_smoothing=0.1)
     paths = s.draw(1, 0, Recorder()).paths
@@ -129,7 +142,7 @@ def test_state_round_trip_restores_the_future(micro_space):
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"pick": "best"}, "pick must be one of bestup, worstup, got 'best'"),
+    ({"pick": "best"}, "pick must be one of bestup, worstup, uniform, got 'best'"),
     ({"candidates": 0}, "candidates .* must be >= 1, got 0"),
     ({"attentive_paths": -1}, "attentive_paths .* must be >= 0, got -1"),
     ({"buckets": 0}, "buckets .* must be >= 1, got 0"),
@@ -172,7 +185,8 @@ def test_attentivenas_in_the_loop_meets_the_budget_and_resumes_to_the_same_resul
     an uninterrupted one."""
     calls = []
     loss = AttentiveSampler.loss
-    monkeypatch.setattr(AttentiveSampler, "loss", lambda self, fw, yb, p: calls.append(str(p)) or loss(self, fw, yb, p))
+    monkeypatch.setattr(AttentiveSampler, "loss",
+                        lambda self, fw, yb, p, *, xb=None: calls.append(str(p)) or loss(self, fw, yb, p, xb=xb))
     budget = _micro_budget(micro_space, 0.4)
     ref = run_search(_attentive_config(tmp_path, "ref", flops_budget=budget))
     assert ref.flops <= budget and ref.search_steps == 3

@@ -78,6 +78,9 @@ TWO_STAGE = {
                          train_sampler_params={"candidates": 2, "table_size": 200}, rank_paths="shared", limit=120),
     "bnnas": dict(strategy="bnnas", search_stage_steps=2, strategy_params=SMALL_EVOLUTION, rank_paths="shared",
                   limit=120),
+    # not two-stage, but a step that bypasses the DDP wrapper too: the relaxed forward of every
+    # choice at once, then the gates' gradient step, the same on every rank
+    "dmasking": dict(strategy="dmasking", rank_paths="shared", limit=120),
 }
 
 
@@ -89,7 +92,8 @@ def two_stage_runs(request, tmp_path_factory):
 
 
 def test_two_stage_samplers_on_two_ranks_match_one_process(two_stage_runs):
-    """Several paths a step (AttentiveNAS) and BN-only training (BN-NAS) reduce the same
+    """Several paths a step (AttentiveNAS), BN-only training (BN-NAS) and the relaxed forward
+    (DMaskingNAS, whose gates must also end equal) reduce the same
     gradients on 2 ranks x 16 images as one process on 32, and BN-NAS's frozen weights stay
     frozen under DDP."""
     name, r = two_stage_runs
@@ -97,6 +101,9 @@ def test_two_stage_samplers_on_two_ranks_match_one_process(two_stage_runs):
     assert _max_weight_diff(one, two) < 1e-9, name
     assert digest(two) == digest(r["two"]["states"][1]["supernet"])
     assert r["one"]["results"][0]["arch"] == r["two"]["results"][0]["arch"] and r["two"]["results"][0]["world_size"] == 2
+    if name == "dmasking":
+        gates = [s["strategy"]["dist"]["params"] for s in (r["one"]["states"][0], *r["two"]["states"])]
+        assert all(float((a - b).abs().max()) < 1e-9 for other in gates[1:] for a, b in zip(gates[0], other))
 
 
 def _max_weight_diff(a: dict, b: dict) -> float:

@@ -155,6 +155,8 @@ def test_exploration_rejects_paths_over_the_budget(micro_space):
     ({"init_p": 0.9, "max_p": 0.5}, "init_p <= max_p"),
     ({"start": 0.5, "end": 0.5}, "start < end"),
     ({"pool": 3}, "bad parameters for train_sampler 'greedy'"),
+    ({"stop_churn": 0}, "stop_churn .* must be in \\(0, 1\\]"),
+    ({"stop_window": 0}, "stop_window .* must be >= 1"),
 ])
 def test_bad_greedy_settings_are_refused_by_the_config(params, match):
     with pytest.raises(SearchError, match=match):
@@ -241,3 +243,53 @@ def test_greedynas_under_a_latency_budget(tmp_path, micro_space, micro_predictor
     assert res.predicted_latency_ms <= budget
     pool = torch.load(tmp_path / "lat" / "checkpoint.pt", weights_only=False)["train_sampler"]["pool"]
     assert pool and all(float(p.predict([micro_space.parse(a)])[0]) <= budget for a, _ in pool)
+
+
+def test_early_stop_fires_once_the_full_pool_stops_changing(micro_space):
+    """``stop_churn``: the sampler is finished at the first draw after which the pool is full
+    and its mean share of new members over the last ``stop_window`` refills is below the
+    threshold; with fixed scores (a supernet whose ranking has settled) the pool's best stay,
+    so the churn falls and training stops well before the end; without ``stop_churn`` never."""
+    never = _sampler(micro_space, steps=400, pool_size=8, candidates=6, keep_top=2, max_p=0.9)
+    stopping = _sampler(micro_space, steps=400, pool_size=8, candidates=6, keep_top=2, max_p=0.9,
+                        stop_churn=0.1, stop_window=5)
+    for s in (never, stopping):
+        score = Recorder(seed=4)
+        for b in range(400):
+            s.draw(1, b, score)
+            if s.finished:
+                break
+    assert not never.finished and never.stats["stopped_at_step"] == 0
+    at = stopping.stats["stopped_at_step"]
+    assert 0 < at < 400 and len(stopping.pool) == 8
+    recent = stopping.churn[-5:]
+    assert len(recent) == 5 and np.mean(recent) < 0.1  # the rule, at the draw it fired
+    assert np.mean(stopping.churn[-6:-1]) >= 0.1 or len(stopping.churn) == 5  # and not one refill earlier
+    clone = _sampler(micro_space, steps=400, pool_size=8, candidates=6, keep_top=2, stop_churn=0.1, stop_window=5)
+    clone.load_state_dict(stopping.state_dict())
+    assert clone.finished and clone.churn == stopping.churn
+
+
+def test_greedynas_stopped_early_skips_the_rest_of_training_and_resumes_stopped(tmp_path, micro_space):
+    """In the loop: training ends after the stopping batch (the result says after how many
+    post-warm-up steps), the search stage runs, and a run killed in the search stage resumes
+    to the same result without training again."""
+    kw = dict(epochs=4, train_sampler_params={"pool_size": 3, "candidates": 4, "keep_top": 2,
+                                              "stop_churn": 1.0, "stop_window": 2})
+    events = []
+    ref = run_search(_greedy_config(tmp_path, "ref", **kw), progress=events.append)
+    trained = [e for e in events if e["stage"] == "train"]
+    assert ref.train_stopped_at is not None and ref.train_stopped_at < 3 * 5  # 3 greedy epochs of 5 batches
+    assert len(trained) == ref.train_stopped_at and trained[-1].get("stopped") is True
+    assert ref.search_steps == 3  # the search stage ran
+
+    def kill(ev):
+        if ev["stage"] == "search" and ev["batch"] == 1:
+            raise _Kill()
+
+    with pytest.raises(_Kill):
+        run_search(_greedy_config(tmp_path, "b", **kw), progress=kill)
+    events = []
+    res = run_search(_greedy_config(tmp_path, "b", resume=True, **kw), progress=events.append)
+    assert not [e for e in events if e["stage"] == "train"]  # nothing trains after the stop
+    assert (res.arch, res.archs_sampled, res.train_stopped_at) == (ref.arch, ref.archs_sampled, ref.train_stopped_at)

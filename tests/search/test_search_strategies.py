@@ -40,12 +40,29 @@ def _run(strategy, reward, steps):
     hs = []
     strategy.asked_ = getattr(strategy, "asked_", 0)
     for _ in range(steps):
-        archs = strategy.ask()
-        strategy.asked_ += len(archs)
-        strategy.tell(archs, reward(archs))
+        if strategy.relaxed:
+            _relaxed_step(strategy, reward)
+            strategy.asked_ += 1
+        else:
+            archs = strategy.ask()
+            strategy.asked_ += len(archs)
+            strategy.tell(archs, reward(archs))
         if strategy.is_distribution:
             hs.append(strategy.entropy())
     return hs
+
+
+def _relaxed_step(strategy, reward):
+    """A relaxed strategy (DMaskingNAS) learns from the gradient of a loss of its Gumbel gates,
+    not from told rewards: here the negated reward of the gates' choice weights (the same
+    per-choice scores), then the scored argmax is recorded as the loop's relaxed step does."""
+    from hwnas.nn.relaxed import choice_weights
+
+    weights = choice_weights(strategy.space, strategy.sample_gates(requires_grad=True))
+    loss = -sum((w * torch.as_tensor(sc)).sum() for w, sc in zip(weights, reward.scores))
+    strategy.relaxed_update(loss)
+    top = strategy.dist.argmax()
+    strategy.record(top, reward([top])[0])
 
 
 def test_builtins_registered():
@@ -81,7 +98,7 @@ def battery_params(name, space) -> dict:
         # DDPNAS's temperature 0.01 assumes accuracies in [0, 1] that differ by ~0.01; this
         # reward's differences are ~1 (at 0.01 the median gap over 20 seeds was 0.21, at 0.3 0.05)
         return {"samples_per_step": 6, "temperature": 0.3}
-    if name in ("greedynas", "bnnas", "attentivenas"):
+    if name in ("greedynas", "bnnas", "attentivenas", "pinas"):
         # evolution with the papers' settings (GreedyNAS, BN-NAS, AttentiveNAS) proposes 50 archs
         # a generation: 120 of them exhaust micro's 576 archs and take 35 s; six a generation
         # test the same machinery
@@ -140,6 +157,10 @@ def test_battery_state_dict_round_trip(name, micro_space):
         r = reward.__class__(micro_space, seed=5, noise=0.0)(xa)
         a.tell(xa, r)
         b.tell(xb, r)
+        if a.relaxed:  # it learns by gradient: the same gates and updates too
+            exact = reward.__class__(micro_space, seed=5, noise=0.0)
+            _relaxed_step(a, exact)
+            _relaxed_step(b, exact)
     if a.is_distribution:
         for pa, pb in zip(a.probs(), b.probs()):
             assert torch.allclose(pa, pb, atol=1e-12)
