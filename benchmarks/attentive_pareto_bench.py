@@ -22,7 +22,7 @@ same pool for every run.  Two front metrics per run, higher is better:
 
 The comparison is paired: the same seed's three runs share the warm-up and the data order.
 
-    .venv/bin/python benchmarks/attentive_pareto_bench.py             # 5 seeds, ~15 min on 2 cores
+    .venv/bin/python benchmarks/attentive_pareto_bench.py             # 5 seeds, ~22 min on 2 cores
     .venv/bin/python benchmarks/attentive_pareto_bench.py --report-only
 
 Writes benchmarks/results/attentive_pareto.{json,md}.
