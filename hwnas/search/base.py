@@ -54,6 +54,13 @@ class Strategy(abc.ABC):
         self.steps = 0
         self._records: dict[str, list[float]] = {}  # arch string -> [reward sum, count]
 
+    @classmethod
+    def run_params(cls, config, steps_per_epoch: int) -> dict:
+        """Constructor settings this strategy takes from the run (``run_setup.make_strategy``),
+        under the user's ``strategy_params``: e.g. FP-NAS's switch step, in steps of this run;
+        default none."""
+        return {}
+
     # -- the interface -----------------------------------------------------
     def num_samples(self) -> int:
         """How many archs the next ``ask()`` hands out when ``n`` is not given."""

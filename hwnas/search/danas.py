@@ -62,6 +62,13 @@ class DANAS(Parsec):
         self.pruned_stages = 0  # stage ends already pruned at
         self.prunes: list[list[list[int]]] = []  # per prune, per decision: the choices it removed
 
+    @classmethod
+    def run_params(cls, config, steps_per_epoch: int) -> dict:
+        """The run's ``arch_lr`` and the strategy steps at which the curriculum's stages end."""
+        from hwnas.search.curriculum import stage_end_steps
+
+        return {**super().run_params(config, steps_per_epoch), "stage_steps": stage_end_steps(config, steps_per_epoch)}
+
     @property
     def phase(self) -> str:
         return f"stage {self.pruned_stages + 1}" if self.stage_steps else "joint"

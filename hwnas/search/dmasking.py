@@ -104,6 +104,11 @@ class DMaskingNAS(DistributionViews, Strategy):
         self.optimizer = torch.optim.Adam(self.dist.params, lr=self.arch_lr, weight_decay=self.arch_weight_decay)
         self.gen = torch.Generator().manual_seed(self.seed + _SEED)
 
+    @classmethod
+    def run_params(cls, config, steps_per_epoch: int) -> dict:
+        """The run's ``arch_lr``, and its search steps: the temperature anneals over them."""
+        return {"arch_lr": config.arch_lr, "total_steps": steps_per_epoch * (config.epochs - config.warmup_epochs)}
+
     @property
     def phase(self) -> str:
         return "relaxed"

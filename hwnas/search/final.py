@@ -52,7 +52,7 @@ def final_result(loop, cost_res: int | None, step: int, out: Path | None) -> Sea
         entropy=strategy.entropy() if strategy.is_distribution else None,
         switched_at=getattr(strategy, "switched_at", None), out=None if out is None else str(out),
         budget_quantile=config.budget_quantile, world_size=loop.world.size,
-        train_stopped_at=getattr(loop.train_sampler, "stats", {}).get("stopped_at_step") or None,
+        train_stopped_at=loop.train_sampler.stopped_at,
     )
     per_budget = per_budget_picks(config, costs, points, result, choice.cost)
     result = dataclasses.replace(result, per_budget=per_budget, pareto_front=len(pareto.front(points)))

@@ -77,6 +77,13 @@ class FPNAS(DistributionStrategy):
         self.switch_entropy = float(switch_entropy)
         self.switched_at: int | None = None
 
+    @classmethod
+    def run_params(cls, config, steps_per_epoch: int) -> dict:
+        """The run's ``arch_lr`` and its switch step (``SearchConfig.switch_epoch`` in steps)."""
+        from hwnas.search.run_setup import switch_epoch
+
+        return {**super().run_params(config, steps_per_epoch), "switch_step": steps_per_epoch * switch_epoch(config)}
+
     def num_samples(self) -> int:
         """``K_t = max(k_min, round(lambda * H_t))`` (capped at ``k_max`` when given)."""
         k = max(self.k_min, int(round(self.lam * self.entropy())))

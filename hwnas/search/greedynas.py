@@ -117,9 +117,9 @@ class GreedySampler(TrainSampler):
         return self.init_p + (self.max_p - self.init_p) * (t - self.start) / (self.end - self.start)
 
     @property
-    def finished(self) -> bool:
-        """The pool is full and stable (the early stop, ``stop_churn``)."""
-        return bool(self.stats["stopped_at_step"])
+    def stopped_at(self) -> int | None:
+        """The step the pool was found full and stable at (the early stop, ``stop_churn``)."""
+        return self.stats["stopped_at_step"] or None
 
     def draw(self, epoch: int, batch: int, score: ScoreFn) -> Draw:
         if not self.queue:

@@ -55,6 +55,10 @@ class DistributionStrategy(DistributionViews, Strategy):
 
     differentiable = True
 
+    @classmethod
+    def run_params(cls, config, steps_per_epoch: int) -> dict:
+        return {"arch_lr": config.arch_lr}
+
     def __init__(self, space: SearchSpace, *, seed: int = 0, samples_per_step: int = 8,
                  arch_lr: float = 0.3, estimator: str = "importance", baseline_decay: float = 0.9,
                  factorized: bool = False):

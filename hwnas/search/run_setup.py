@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import SearchError
-from hwnas.search.base import create_strategy
+from hwnas.search.base import create_strategy, strategy_class
 from hwnas.search.config import SearchConfig
 from hwnas.search.costs import RunCosts, budget_costs, data_costs
-from hwnas.search.curriculum import make_curriculum, stage_end_steps
+from hwnas.search.curriculum import make_curriculum
 from hwnas.search.outputs import write_json
 from hwnas.search.train_samplers import SamplerContext, UniformSampler, create_train_sampler
 
@@ -80,19 +80,13 @@ def switch_epoch(config: SearchConfig) -> int:
 
 
 def make_strategy(config: SearchConfig, space, steps_per_epoch: int, costs: RunCosts, val_batch: int):
-    """The configured strategy; FP-NAS switches after ``switch_epoch`` search epochs; danas
-    prunes at the class curriculum's stage ends (``curriculum.stage_end_steps``); a
-    strategy with a ``feasible`` slot (evolution) gets the budget as a predicate."""
-    sparams = dict(seed=config.seed, samples_per_step=config.samples_per_step)
-    if config.strategy in ("parsec", "fpnas", "dmasking"):
-        sparams["arch_lr"] = config.arch_lr
-    if config.strategy == "fpnas":
-        sparams["switch_step"] = steps_per_epoch * switch_epoch(config)
-    if config.strategy == "danas":  # PARSEC's distribution, pruned at the ends of the class curriculum's stages
-        sparams.update(arch_lr=config.arch_lr, stage_steps=stage_end_steps(config, steps_per_epoch))
-    if config.strategy == "dmasking":  # its temperature anneals over the run's search steps
-        sparams["total_steps"] = steps_per_epoch * (config.epochs - config.warmup_epochs)
-    sparams.update(config.strategy_params)
+    """The configured strategy with the settings it takes from the run (``Strategy.run_params``:
+    the distributions' ``arch_lr``, FP-NAS's switch step, danas's stage ends, dmasking's
+    schedule length); a strategy with a ``feasible`` slot (evolution) gets the budget as a
+    predicate."""
+    cls = strategy_class(config.strategy)
+    sparams = {"seed": config.seed, "samples_per_step": config.samples_per_step,
+               **cls.run_params(config, steps_per_epoch), **config.strategy_params}  # the user's last
     strategy = create_strategy(config.strategy, space, **sparams)
     needs_grad = costs.penalty_fn is not None or (config.penalty == "logcost" and costs.budget is not None)
     if needs_grad and not strategy.differentiable:

@@ -131,7 +131,13 @@ class TrainSampler(abc.ABC):
     def finished(self) -> bool:
         """Whether supernet training should end now (GreedyNAS's early stop on a stable pool):
         the loop stops after the current batch and goes on to the search stage; default never."""
-        return False
+        return self.stopped_at is not None
+
+    @property
+    def stopped_at(self) -> int | None:
+        """Post-warm-up training steps after which the sampler ended training (``finished``);
+        None: it has not (``SearchResult.train_stopped_at``)."""
+        return None
 
     def begin_training(self, net) -> None:
         """Called once when warm-up ends, with the supernet (and on a resume past warm-up, before
