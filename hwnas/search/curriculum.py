@@ -240,10 +240,8 @@ class EpochView:
     @contextlib.contextmanager
     def masking(self, net):
         """Within this block every ``net(...)`` returns the inactive classes' logits at ``MASKED_LOGIT``."""
-        inactive = ~self.keep
-
         def hook(module, args, out):
-            return out.masked_fill(inactive.to(out.device), MASKED_LOGIT)
+            return masked_logits(out, self.active)
 
         handle = net.register_forward_hook(hook)
         try:
@@ -253,7 +251,7 @@ class EpochView:
 
 
 def masked_logits(logits, active):
-    """``logits`` with the classes not in ``active`` at ``MASKED_LOGIT`` (what the hook does)."""
+    """``logits`` with the classes not in ``active`` at ``MASKED_LOGIT`` (the hook of ``EpochView.masking``)."""
     import torch
 
     keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
