@@ -39,6 +39,7 @@ def main(argv=None) -> dict:
                          "rel_error": err, "within_10": abs(err) <= 0.10, "prediction_margin": margin,
                          "within_budget": r.within_budget, "reference": r.measured_reference,
                          "predictor_within_10": r.predictor_metrics.get("within_10"),
+                         "steal_share": r.measured_steal_share,
                          "stage_seconds": r.stage_seconds})
             print(json.dumps(rows[-1]))
     ok = sum(r["within_10"] for r in rows)
@@ -53,12 +54,13 @@ def main(argv=None) -> dict:
          f"**Measured within +-10% of predicted: {ok}/{a.runs}** (goal >= 9/10). "
          f"**Over budget although predicted > 10% under it: {len(bad)}** (goal 0).", "",
          "| seed | budget ms | predicted ms | measured ms | measured/predicted - 1 | prediction under budget by "
-         "| within budget | reference | predictor within +-10% (held out) |",
-         "|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+         "| within budget | reference | predictor within +-10% (held out) | CPU steal during the check |",
+         "|---:|---:|---:|---:|---:|---:|---|---|---:|---:|"]
     for r in rows:
         L.append(f"| {r['seed']} | {r['budget_ms']:.4f} | {r['predicted_ms']:.4f} | {r['measured_ms']:.4f} | "
                  f"{100 * r['rel_error']:+.1f}% | {100 * r['prediction_margin']:.1f}% | {r['within_budget']} | "
-                 f"{r['reference']} | {100 * r['predictor_within_10']:.0f}% |")
+                 f"{r['reference']} | {100 * r['predictor_within_10']:.0f}% | "
+                 + ("-" if r.get("steal_share") is None else f"{100 * r['steal_share']:.1f}%") + " |")
     a.out.write_text("\n".join(L) + "\n")
     a.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
     print("\n".join(L))

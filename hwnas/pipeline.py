@@ -126,6 +126,7 @@ class PipelineResult:
     onnx_path: str | None = None
     latency_device: str | None = None  # the device the latency data describe
     measured_reference: str | None = None  # where the final measurement's canary reference came from
+    measured_steal_share: float | None = None  # CPU steal while the final check ran (hwnas.profiling.steal)
     canary_vs_data: float | None = None  # this machine's canary / the data's canary reference (--quick)
     adapted: dict | None = None  # quick: the shipped data's predictor adapted here (archs, LOO metrics, base)
     budget_confidence: float | None = None  # the search's pick met the budget at this predictive quantile
@@ -233,6 +234,7 @@ def _export_stage(config: PipelineConfig, out: Path, hooks: Hooks, say: Callable
     res.parity_max_abs_diff = exported.parity.max_abs_diff
     res.onnx_path = str(exported.onnx_path)
     res.measured_reference = (exported.latency or {}).get("reference_source")
+    res.measured_steal_share = (exported.latency or {}).get("steal_share")
     say("export", f"{exported.onnx_path}: accuracy {exported.accuracy:.3f}, measured "
                   f"{exported.measured_latency_ms:.4f} ms")
     (out / "summary.json").write_text(jsonutil.dumps(res.to_dict(), indent=2) + "\n")

@@ -53,6 +53,7 @@ import numpy as np
 
 from hwnas.errors import HwnasError, ProfilingError, valid_list
 from hwnas.profiling.canary import CALIBRATION_GAP_S, CALIBRATION_SESSIONS
+from hwnas.profiling.steal import STEAL_WARN, StealMeter
 from hwnas.space import get_space
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ class CampaignResult:
     speed_range: tuple[float, float] | None = None  # (min, max) canary median / reference
     speed_factors: list = field(default_factory=list)
     drift_warned: bool = False
+    steal_share: float | None = None  # CPU steal over the campaign (``hwnas.profiling.steal``); None off Linux
 
     @property
     def overhead_share(self) -> float:
@@ -453,6 +455,7 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
     check_config(cfg)
     res_filter = _resolution_filter(cfg)  # also validates --resolution against the space
     t_start = time.perf_counter()
+    steal = StealMeter()
     dev = store.add_device(campaign_device(cfg))
     have = store.measured_archs(dev, cfg.space, batch=cfg.batch_size, precision=cfg.precision, ep=cfg.ep,
                                 resolution=res_filter)
@@ -482,6 +485,8 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
                 measure_chunk(cfg.space, todo[i:i + cfg.chunk], cfg, record, stop, timer)
     res.interrupted = stop.stop
     _check_reference(res)
+    res.steal_share = steal.share()
+    _check_steal(res)
     if not res.interrupted:
         store.finish_campaign(cid)
     res.wall_s = time.perf_counter() - t_start
@@ -520,6 +525,18 @@ def _watch_speed(res: CampaignResult, factor: float) -> None:
         logger.warning("this machine's speed swung %.2fx during the campaign (canary at %.2f-%.2f of its "
                        "reference); the paired ratios cancel it, but check 'hwnas data drift' for a trend",
                        hi / lo, lo, hi)
+
+
+def _check_steal(res: CampaignResult) -> None:
+    """Warn when the hypervisor took more than ``STEAL_WARN`` of the CPU during a campaign
+    that measured something: the host was then busy, which on shared VMs comes with a
+    contended state where the ratios of small models move against the canary
+    (``hwnas.profiling.steal``)."""
+    if res.steal_share is not None and res.steal_share > STEAL_WARN and res.measured:
+        logger.warning("the hypervisor took %.1f%% of this machine's CPU time during the campaign (steal): the "
+                       "host was busy, and on shared VMs small models then slow by more than the canary, so "
+                       "their ratios can read up to ~20%% higher than in a quiet phase; re-measure them when "
+                       "steal is low if that matters", 100 * res.steal_share)
 
 
 def _check_reference(res: CampaignResult, min_rows: int = 20) -> None:

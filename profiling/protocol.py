@@ -57,6 +57,7 @@ class ModelLatency:
     ep_used: str
     fallback: bool
     raw: dict  # the chosen session's raw statistics (``Measurement.to_dict()``)
+    steal_share: float | None = None  # CPU steal during the sessions (``hwnas.profiling.steal``)
 
     @property
     def median_ms(self) -> float:  # the statistic callers printed before the canary
@@ -104,6 +105,7 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
     """``sessions`` paired sessions of the model against ``canary``, ``gap_s`` apart; the
     median session ratio, times the reference."""
     from hwnas.profiling.paired import PairedTimer, median_session
+    from hwnas.profiling.steal import StealMeter
 
     if sessions < 1 or runs < 1:
         raise ProfilingError(f"need sessions >= 1 and runs >= 1, got {sessions} and {runs}")
@@ -111,6 +113,7 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
         raise ProfilingError("the reference was measured on another canary graph than the one given")
     timer = PairedTimer(canary.onnx, ep=ep, threads=threads, warmup=warmup, allow_fallback=allow_fallback,
                         batch_size=batch_size)
+    steal = StealMeter()
     ms = []
     for i in range(sessions):
         if i and gap_s:
@@ -124,7 +127,7 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
                         canary=canary.arch, canary_median_ms=chosen.canary_median_ms,
                         speed_factor=min(m.canary_median_ms for m in ms) / reference.reference_ms,
                         raw_median_ms=raw.median_ms, session_ratios=tuple(ratios), estimates=chosen.estimates,
-                        ep_used=raw.ep_used, fallback=raw.fallback, raw=raw.to_dict())
+                        ep_used=raw.ep_used, fallback=raw.fallback, raw=raw.to_dict(), steal_share=steal.share())
 
 
 def measure_like_data(model_bytes: bytes, space: str, resolution: int, predictor_fp: dict | None, *,

@@ -87,6 +87,8 @@ def _summary(res) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from hwnas.profiling.steal import contention_note
+
     ms = lambda v: "-" if v is None else f"{v:.4f} ms"  # noqa: E731
     t = Table(title=f"hwnas demo: {res.out}")
     t.add_column("")
@@ -99,7 +101,8 @@ def _summary(res) -> None:
     where = {"predictor": "the data's own reference", "calibrated here": "a reference calibrated here"}
     ref = (f" (timed against the canary, scaled by {where.get(res.measured_reference, res.measured_reference)})"
            if res.measured_reference else "")
-    t.add_row("measured latency", f"{ms(res.measured_latency_ms)} {verdict}{ref}")
+    t.add_row("measured latency", f"{ms(res.measured_latency_ms)} {verdict}{ref}"
+                                  f"{contention_note(res.measured_steal_share)}")
     if res.adapted:
         far = "" if res.canary_vs_data is None else f"; this machine's canary runs {res.canary_vs_data:.2f}x theirs"
         loo = res.adapted["loo_metrics"]

@@ -162,6 +162,8 @@ def _print_export(r) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from hwnas.profiling.steal import contention_note
+
     t = Table(title=f"hwnas export: {r.onnx_path}", show_header=False)
     t.add_column("", style="bold")
     t.add_column("")
@@ -183,7 +185,8 @@ def _print_export(r) -> None:
     t.add_row("predicted latency", _fmt_ms(r.predicted_latency_ms))
     measured = _fmt_ms(r.measured_latency_ms)
     if lat:
-        measured += f"  (p10 {lat['p10_ms']:.3f} .. p90 {lat['p90_ms']:.3f}, {lat['runs']} runs, {ep})"
+        measured += (f"  (p10 {lat['p10_ms']:.3f} .. p90 {lat['p90_ms']:.3f}, {lat['runs']} runs, {ep})"
+                     + contention_note(lat.get("steal_share")))
     t.add_row("measured latency", measured)
     verdict = {True: "[green]within budget[/]", False: "[red]OVER budget[/]", None: ""}[r.within_budget]
     t.add_row("latency budget", f"{_fmt_ms(r.latency_budget_ms)} {verdict}")

@@ -271,6 +271,8 @@ def _summary(res, cfg, db) -> dict:
         out.update(canary=res.canary["arch"], canary_reference_ms=res.canary["reference_ms"])
     if res.speed_range:
         out.update(speed_factor_min=res.speed_range[0], speed_factor_max=res.speed_range[1])
+    if res.steal_share is not None:
+        out["cpu_steal_share"] = round(res.steal_share, 4)
     return out
 
 

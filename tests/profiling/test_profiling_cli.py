@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -22,6 +23,8 @@ def test_profile_show_export_import(micro_space, tmp_path, capsys):
                           "--runs", "3", "--layers", *CALIB, "--json"))
     assert out["measured"] == 3 and out["errors"] == 0 and out["layer_rows_written"] > 0
     assert 0 < out["min_ms"] <= out["max_ms"] and out["protocol"] == "canary" and out["canary_reference_ms"] > 0
+    if sys.platform.startswith("linux"):  # /proc/stat
+        assert 0 <= out["cpu_steal_share"] < 1
     show = json.loads(_run(capsys, "data", "show", "--db", str(db), "--json"))
     (dev,) = show["devices"]
     assert dev["spaces"]["micro"]["ok"] == 3 and dev["layer_rows"] == out["layer_rows_written"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 
 import pytest
 
@@ -34,6 +35,8 @@ def test_same_machine_uses_the_datas_reference(data_fp, micro_space):
     d = m.to_dict()
     assert d["median_ms"] == m.latency_ms and d["p10_ms"] <= d["latency_ms"] <= d["p90_ms"]
     assert m.speed_factor > 0 and m.reference_source == "predictor"
+    if sys.platform.startswith("linux"):  # the steal over the sessions, from /proc/stat
+        assert 0 <= m.steal_share < 1 and d["steal_share"] == m.steal_share
 
 
 def test_another_machine_is_calibrated_here_with_a_side_by_side_warning(data_fp, micro_space, caplog):
