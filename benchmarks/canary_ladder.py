@@ -33,7 +33,9 @@ Phases, each about a minute, run on an otherwise idle machine at different times
 
 Per arch and phase one session of each variant, in rotating order: ``default`` (the protocol
 today, 50 pairs with M), ``blocks`` and (phases 0-3) ``ladder``.  Raw per-pair times are kept
-in the state file (``benchmarks/work/``), so every estimator is computed from the same runs.
+in the state file (``benchmarks/work/``), so every estimator is computed from the same runs;
+the raw state of the 2026-12-03 run is ``benchmarks/results/canary_ladder_state.json.gz``
+(``gunzip -c`` it to ``--state`` to recompute the report).
 """
 from __future__ import annotations
 
