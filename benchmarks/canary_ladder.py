@@ -22,6 +22,9 @@ the spread, each measured here on the same sessions:
   the host, learned from a few *probe* archs measured repeatedly (``N_PROBES`` at each end of
   the FLOPs range); for each pair of phases compared it is fitted on the probes' sessions of
   the *other* phases only, and the probes are left out of every comparison.
+  ``state_gamma_calib`` instead fixes one ``gamma`` per space from calibration-like blocks
+  (``calib``: 8 rounds 2 s apart, probes S and L paired with M), as a device's first
+  campaign could learn it.
 
 Phases, each about a minute, run on an otherwise idle machine at different times:
 
@@ -29,6 +32,7 @@ Phases, each about a minute, run on an otherwise idle machine at different times
     ... minutes to hours later, as many times as you like ...
     python benchmarks/canary_ladder.py phase
     python benchmarks/canary_ladder.py trace     # the canary alone for 100 s: the host's states
+    python benchmarks/canary_ladder.py calib     # can a 15 s calibration block learn gamma?
     python benchmarks/canary_ladder.py report    # benchmarks/results/canary_ladder.md / .json
 
 Per arch and phase one session of each variant, in rotating order: ``default`` (the protocol
@@ -55,6 +59,7 @@ from hwnas.profiling.campaign import CampaignConfig, prepare_arch
 from hwnas.profiling.canary import CALIBRATION_QUANTILE, CANARY_SAMPLE, CANARY_SEED, build_canary
 from hwnas.profiling.fingerprint import device_fingerprint, device_name
 from hwnas.profiling.runner import first_run, measure, open_model
+from hwnas.profiling.steal import StealMeter, read_steal_ticks
 from hwnas.space import get_space
 
 STATE = Path("benchmarks/work/canary_ladder_state.json")
@@ -65,10 +70,10 @@ PAIRS = 50
 BLOCK_WARMUP = 3
 CAL_ROUNDS, CAL_RUNS, CAL_GAP_S = 8, 30, 2.0
 # "ladder" (partners rotating pair by pair) was measured in phases 0-3 only: it breaks the
-# cache residency of a plain pair (the M canary ran 20-30% slower beside S and L), so later
+# cache residency of a plain pair (the M canary ran 1.16x slower beside S and L), so later
 # phases run only the other two
 VARIANTS = {"default": (["M"], False), "blocks": (["S", "M", "L"], True)}
-ESTIMATORS = ("default", "state_gamma") + tuple(f"{v}_{e}" for v in ("ladder", "blocks") for e in ("M", "fit", "bracket"))
+ESTIMATORS = ("default", "state_gamma", "state_gamma_calib") + tuple(f"{v}_{e}" for v in ("ladder", "blocks") for e in ("M", "fit", "bracket"))
 N_PROBES = 2  # per end: the archs of lowest and highest FLOPs among the benchmark's, for state_gamma
 
 
@@ -80,14 +85,6 @@ def ladder_archs(space_name: str) -> dict:
     order = np.argsort([arch_cost(space, a, space.resolution(a)).flops for a in archs], kind="stable")
     pick = lambda q: str(archs[int(order[int(round(q * (len(order) - 1)))])])  # noqa: E731
     return {"S": pick(LADDER_QUANTILES["S"]), "M": str(archs[int(order[len(order) // 2])]), "L": pick(LADDER_QUANTILES["L"])}
-
-
-def _steal() -> int | None:
-    try:
-        with open("/proc/stat") as f:
-            return int(f.readline().split()[8])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _timed(run) -> float:
@@ -141,7 +138,7 @@ def _calibrate(canaries: dict) -> dict:
 
 def phase(state: dict) -> None:
     archs = json.loads(ARCHS.read_text())["archs"]
-    t0, s0, load0 = time.time(), _steal(), os.getloadavg()
+    t0, steal, load0 = time.time(), StealMeter(), os.getloadavg()
     ph = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "loadavg_start": load0, "spaces": {}}
     for sp, n in N_ARCHS.items():
         names = state.setdefault("ladder", {}).setdefault(sp, ladder_archs(sp))
@@ -160,9 +157,7 @@ def phase(state: dict) -> None:
             order = order[i % len(order):] + order[:i % len(order)]
             out[arch] = {v: _session(opened, VARIANTS[v][0], data, blocks=VARIANTS[v][1]) for v in order}
         ph["spaces"][sp] = out
-    s1 = _steal()
-    ph.update(wall_s=time.time() - t0, loadavg_end=os.getloadavg(),
-              steal_share=None if s0 is None else (s1 - s0) / (100.0 * (time.time() - t0) * len(os.sched_getaffinity(0))))
+    ph.update(wall_s=time.time() - t0, loadavg_end=os.getloadavg(), steal_share=steal.share())
     state.setdefault("phases", []).append(ph)
 
 
@@ -174,12 +169,40 @@ def trace(state: dict, seconds: float = 100.0, window_s: float = 0.25) -> None:
     first_run(opened)
     run, rows, t_end = opened.runner.run, [], time.monotonic() + seconds
     while time.monotonic() < t_end:
-        s0, t0, ts = _steal(), time.monotonic(), []
+        s0, t0, ts = read_steal_ticks(), time.monotonic(), []
         while time.monotonic() - t0 < window_s:
             ts.append(_timed(run))
-        rows.append([float(np.median(ts)) * 1e3, (_steal() or 0) - (s0 or 0)])
+        rows.append([float(np.median(ts)) * 1e3, (read_steal_ticks() or 0) - (s0 or 0)])
     state.setdefault("traces", []).append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
                                            "window_s": window_s, "rows": rows})
+
+
+def calib_block(state: dict, rounds: int = CAL_ROUNDS, runs: int = 30) -> None:
+    """Can a device's first calibration block learn ``gamma``?  ``rounds`` rounds,
+    ``CAL_GAP_S`` apart, each a plain session of M (the reference statistic's input) and
+    paired sessions of the probes S and L against M; ``gamma`` fitted on this block alone
+    (``f`` = the paired M median over the block's own reference)."""
+    out = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "spaces": {}}
+    for sp in N_ARCHS:
+        names = state.setdefault("ladder", {}).setdefault(sp, ladder_archs(sp))
+        can = {k: build_canary(sp, arch=a) for k, a in names.items()}
+        m = open_model(can["M"].onnx, ep="cpu", threads=1)
+        first_run(m)
+        plain, obs = [], []
+        for r in range(rounds):
+            if r:
+                time.sleep(CAL_GAP_S)
+            plain.append(measure(can["M"].onnx, runs=runs).median_ms)
+            for k in ("S", "L"):
+                sess = _session({"M": m}, ["M"], can[k].onnx)
+                obs.append((k, float(np.median(np.asarray(sess["arch_s"]) / np.asarray(sess["canary_s"]))),
+                            float(np.median(sess["canary_s"]) * 1e3)))
+        ref = float(np.quantile(plain, CALIBRATION_QUANTILE))
+        fs = [c / ref for _, _, c in obs]
+        out["spaces"][sp] = {"reference_ms": ref, "plain_ms": plain, "obs": obs,
+                             "gamma": fit_gamma([(k, r, c / ref) for k, r, c in obs]),
+                             "f_range": [min(fs), max(fs)]}
+    state.setdefault("calib_blocks", []).append(out)
 
 
 def _trace_lines(tr: dict, ref_ms: float) -> list[str]:
@@ -293,6 +316,15 @@ def report(state: dict, out_md: Path) -> dict:
                              np.median(v["default"]["canary_s"]) * 1e3 / state["references"][sp]["M"]["reference_ms"])
                       for arch, v in ph["spaces"][sp].items()} for ph in phases] for sp in N_ARCHS}
     probes = {sp: probe_archs(sp, list(phases[0]["spaces"][sp])) for sp in N_ARCHS}
+    # state_gamma_calib: one gamma per space for every phase, the median of the calibration
+    # blocks' (``calib``), as a device's first calibration would fix it
+    blocks = state.get("calib_blocks", [])
+    calib_gamma = {sp: float(np.median([b["spaces"][sp]["gamma"] for b in blocks])) for sp in N_ARCHS} if blocks else {}
+    for q, ph in enumerate(phases):
+        for sp in calib_gamma:
+            ref_m = state["references"][sp]["M"]["reference_ms"]
+            est[q][sp]["state_gamma_calib"] = {a: decompress(*sessions[sp][q][a], calib_gamma[sp]) * ref_m
+                                               for a in sessions[sp][q]}
     rows, gammas = [], {sp: [] for sp in N_ARCHS}
     for i, j in combinations(range(len(phases)), 2):
         gap = (datetime.datetime.fromisoformat(phases[j]["started"])
@@ -365,6 +397,14 @@ def report(state: dict, out_md: Path) -> dict:
               "predecessor each pair."]
     for tr in state.get("traces", []):
         L += [""] + _trace_lines(tr, state["references"]["tiny"]["M"]["reference_ms"])
+    for b in blocks:
+        L += ["", f"Calibration block {b['started']} ({CAL_ROUNDS} rounds {CAL_GAP_S:g} s apart, probes S and L "
+              "paired with M): " + "; ".join(f"{sp} gamma {v['gamma']:.2f}, f {v['f_range'][0]:.2f}-{v['f_range'][1]:.2f}"
+                                             for sp, v in b["spaces"].items())]
+    if calib_gamma:
+        res["calib_gamma"] = calib_gamma
+        L += ["", "`state_gamma_calib` uses the median over the blocks: " + ", ".join(
+            f"{sp} {g:.2f}" for sp, g in calib_gamma.items()) + "."]
     L += ["", "state_gamma's fitted constant over the pairs: " + ", ".join(
         f"{sp} {g[0]:.2f} .. {g[1]:.2f}" for sp, g in res["gamma"].items() if g) + ".", "",
           "Every pair of phases, mean over pairs (worst pair within +-10% in brackets):", "",
@@ -385,13 +425,13 @@ def report(state: dict, out_md: Path) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["phase", "trace", "report"])
+    ap.add_argument("what", choices=["phase", "trace", "calib", "report"])
     ap.add_argument("--state", type=Path, default=STATE)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/canary_ladder.md"))
     a = ap.parse_args(argv)
     state = json.loads(a.state.read_text()) if a.state.exists() else {}
-    if a.what in ("phase", "trace"):
-        (phase if a.what == "phase" else trace)(state)
+    if a.what in ("phase", "trace", "calib"):
+        {"phase": phase, "trace": trace, "calib": calib_block}[a.what](state)
         a.state.parent.mkdir(parents=True, exist_ok=True)
         a.state.write_text(json.dumps(state))
         if a.what == "phase":
