@@ -2,10 +2,12 @@
 
 Why: on the 2-vCPU EPYC VM the host alternates between a quiet and a contended state, the
 latter visible as CPU steal in ``/proc/stat`` (``hwnas.profiling.steal``).  In the contended
-state the canary runs about 1.2-1.35x slower, and the archs do not all slow by the same
-factor: tiny's smallest archs (skip-heavy, 50-60 us) slow by about 1.5x, its largest by
-about 1.3x.  One canary cancels the common factor but not that spread, so a re-measurement
-in the other state moves small archs by +10-20% against the canary.  Two ways to model
+state the canary runs about 1.2-1.3x slower, and the archs do not all slow by the same
+factor: from the quietest phase to the most contended, tiny's five smallest archs
+(skip-heavy, 55-75 us) slowed 1.71x and its five largest 0.92x while the canary slowed
+1.31x (the report's "Raw slowdown" line).  One canary cancels the common factor but not
+that spread, so a re-measurement in the other state moves small archs by up to ~30%
+against the canary.  Two ways to model
 the spread, each measured here on the same sessions:
 
 - **A ladder of canaries** (``ladder``, ``blocks``): canaries of three sizes, S, M, L, timed
@@ -395,6 +397,18 @@ def report(state: dict, out_md: Path) -> dict:
             f"{v:.2f}x ({sp})" for sp, v in res["ladder_M_slowdown"].items()) + " its time in the same arch's default "
               "session: three models in turn no longer keep their caches, and the arch's runs see a different "
               "predecessor each pair."]
+    # raw slowdowns between the quietest and the most contended phase (tiny's default sessions)
+    canary_med = [np.median([np.median(v["default"]["canary_s"]) for v in ph["spaces"]["tiny"].values()]) for ph in phases]
+    q, c = int(np.argmin(canary_med)), int(np.argmax(canary_med))
+    raw = lambda p, a: np.median(phases[p]["spaces"]["tiny"][a]["default"]["arch_s"])  # noqa: E731
+    by_size = sorted(phases[0]["spaces"]["tiny"], key=lambda a: raw(q, a))
+    res["slowdown"] = {"quiet_phase": q, "contended_phase": c, "canary": float(canary_med[c] / canary_med[q]),
+                       "smallest5": float(np.median([raw(c, a) / raw(q, a) for a in by_size[:5]])),
+                       "largest5": float(np.median([raw(c, a) / raw(q, a) for a in by_size[-5:]]))}
+    sl = res["slowdown"]
+    L += ["", f"Raw slowdown from the quietest phase ({q}) to the most contended ({c}), tiny: the canary "
+              f"{sl['canary']:.2f}x, the 5 smallest archs ({1e6 * raw(q, by_size[0]):.0f}-{1e6 * raw(q, by_size[4]):.0f} us) "
+              f"{sl['smallest5']:.2f}x (median), the 5 largest {sl['largest5']:.2f}x."]
     for tr in state.get("traces", []):
         L += [""] + _trace_lines(tr, state["references"]["tiny"]["M"]["reference_ms"])
     for b in blocks:

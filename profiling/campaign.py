@@ -535,7 +535,7 @@ def _check_steal(res: CampaignResult) -> None:
     if res.steal_share is not None and res.steal_share > STEAL_WARN and res.measured:
         logger.warning("the hypervisor took %.1f%% of this machine's CPU time during the campaign (steal): the "
                        "host was busy, and on shared VMs small models then slow by more than the canary, so "
-                       "their ratios can read up to ~20%% higher than in a quiet phase; re-measure them when "
+                       "their ratios can read up to ~30%% higher than in a quiet phase; re-measure them when "
                        "steal is low if that matters", 100 * res.steal_share)
 
 
