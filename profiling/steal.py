@@ -6,10 +6,10 @@ reference, and high steal is a one-way sign of it: in 11 phases of
 ``benchmarks/canary_ladder.py`` every phase with 2% steal or more ran the canary at
 1.17-1.23x, while phases below 1.2% ran it anywhere from 0.94x to 1.23x; in a 100 s trace
 the contended quarter-seconds had twice the steal ticks of the quiet ones
-(``benchmarks/results/canary_ladder.md``).  In that state small models slow by more than the
-canary (tiny's five smallest archs slowed 1.71x where the canary slowed 1.31x), which no single-canary
-ratio cancels, so a campaign and a final check report the steal they saw and a campaign
-warns above ``STEAL_WARN``.  Linux only (``/proc/stat``'s 8th CPU field, in clock ticks);
+(``benchmarks/results/canary_ladder.md``).  In that state small models slow by more than
+the canary (tiny's five smallest archs slowed 1.71x where the canary slowed 1.31x), which
+no single-canary ratio cancels, so a campaign and a final check report the steal they saw
+and a campaign warns above ``STEAL_WARN``.  Linux only (``/proc/stat``'s 8th CPU field, in clock ticks);
 elsewhere there is nothing to read and the share is ``None``.
 """
 from __future__ import annotations
