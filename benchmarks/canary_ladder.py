@@ -409,6 +409,21 @@ def report(state: dict, out_md: Path) -> dict:
     L += ["", f"Raw slowdown from the quietest phase ({q}) to the most contended ({c}), tiny: the canary "
               f"{sl['canary']:.2f}x, the 5 smallest archs ({1e6 * raw(q, by_size[0]):.0f}-{1e6 * raw(q, by_size[4]):.0f} us) "
               f"{sl['smallest5']:.2f}x (median), the 5 largest {sl['largest5']:.2f}x."]
+    # do two sessions of an arch agree better when the canary ran at the same speed in both?
+    same = {True: [], False: []}
+    for i, j in combinations(range(len(phases)), 2):
+        for a in sessions["tiny"][i]:
+            (r1, f1), (r2, f2) = sessions["tiny"][i][a], sessions["tiny"][j][a]
+            same[abs(f2 / f1 - 1) <= 0.10].append(r2 / r1)
+    res["same_state"] = {str(k): {"pairs": len(v), "within_10": float(np.mean(np.abs(np.asarray(v) - 1) <= 0.10)),
+                                  "within_5": float(np.mean(np.abs(np.asarray(v) - 1) <= 0.05))}
+                         for k, v in same.items() if v}
+    ss = res["same_state"]
+    L += ["", "Session pairs of tiny's default protocol (every arch, every pair of phases): when the canary ran at "
+              "the same speed in both (within 10%) they agreed within +-10% / +-5% for "
+              f"{100 * ss['True']['within_10']:.0f}% / {100 * ss['True']['within_5']:.0f}% ({ss['True']['pairs']} pairs); "
+              f"otherwise {100 * ss['False']['within_10']:.0f}% / {100 * ss['False']['within_5']:.0f}% "
+              f"({ss['False']['pairs']} pairs)."]
     for tr in state.get("traces", []):
         L += [""] + _trace_lines(tr, state["references"]["tiny"]["M"]["reference_ms"])
     for b in blocks:
