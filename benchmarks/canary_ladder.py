@@ -58,7 +58,8 @@ from scipy.stats import kendalltau
 
 from hwnas.cost import arch_cost
 from hwnas.profiling.campaign import CampaignConfig, prepare_arch
-from hwnas.profiling.canary import CALIBRATION_QUANTILE, CANARY_SAMPLE, CANARY_SEED, build_canary
+from hwnas.profiling.canary import CALIBRATION_QUANTILE, build_canary, default_canary_arch, probe_archs
+from hwnas.profiling.contention import decompress, fit_gamma
 from hwnas.profiling.fingerprint import device_fingerprint, device_name
 from hwnas.profiling.runner import first_run, measure, open_model
 from hwnas.profiling.steal import StealMeter, read_steal_ticks
@@ -67,7 +68,6 @@ from hwnas.space import get_space
 STATE = Path("benchmarks/work/canary_ladder_state.json")
 ARCHS = Path("benchmarks/results/canary_state_m17.json")  # the 40 + 40 archs of canary_bench
 N_ARCHS = {"tiny": 40, "fbnet": 20}
-LADDER_QUANTILES = {"S": 0.03, "L": 0.97}  # of the FLOPs of the default rule's seeded sample
 PAIRS = 50
 BLOCK_WARMUP = 3
 CAL_ROUNDS, CAL_RUNS, CAL_GAP_S = 8, 30, 2.0
@@ -80,13 +80,10 @@ N_PROBES = 2  # per end: the archs of lowest and highest FLOPs among the benchma
 
 
 def ladder_archs(space_name: str) -> dict:
-    """S, M, L: the 3%, median and 97% FLOPs archs of the canary rule's seeded sample."""
+    """S, M, L: the probes (3% and 97% FLOPs of the canary rule's seeded sample) and the canary."""
     space = get_space(space_name)
-    rng = np.random.default_rng(CANARY_SEED)
-    archs = [space.sample(rng) for _ in range(CANARY_SAMPLE)]
-    order = np.argsort([arch_cost(space, a, space.resolution(a)).flops for a in archs], kind="stable")
-    pick = lambda q: str(archs[int(order[int(round(q * (len(order) - 1)))])])  # noqa: E731
-    return {"S": pick(LADDER_QUANTILES["S"]), "M": str(archs[int(order[len(order) // 2])]), "L": pick(LADDER_QUANTILES["L"])}
+    probes = probe_archs(space)
+    return {"S": probes["S"], "M": default_canary_arch(space), "L": probes["L"]}
 
 
 def _timed(run) -> float:
@@ -253,29 +250,7 @@ def estimates(variant: str, sess: dict, refs: dict) -> dict:
     return out
 
 
-def decompress(ratio: float, speed_factor: float, gamma: float) -> float:
-    """The ratio the arch would show in the reference state: on this host a slower state
-    compresses ratios toward 1, ``log r_obs = log r_ref * (1 - gamma * log f)``, where ``f`` is
-    the canary's median over its reference in the same session."""
-    return float(np.exp(np.log(ratio) / (1 - gamma * np.log(speed_factor))))
-
-
-def fit_gamma(obs) -> float:
-    """``gamma`` from repeated sessions of the same archs at different speed factors: the
-    value that makes each arch's decompressed log ratios agree best (least within-arch
-    variance), bounded to [-1, 1.5]."""
-    from scipy.optimize import minimize_scalar
-
-    by = {}
-    for arch, ratio, f in obs:
-        by.setdefault(arch, []).append((np.log(ratio), np.log(f)))
-
-    def spread(g):
-        return sum(np.var([lr / (1 - g * lf) for lr, lf in v]) * len(v) for v in by.values())
-    return float(minimize_scalar(spread, bounds=(-1.0, 1.5), method="bounded").x)
-
-
-def probe_archs(space_name: str, archs: list[str]) -> list[str]:
+def bench_probes(space_name: str, archs: list[str]) -> list[str]:
     """The ``N_PROBES`` lowest- and highest-FLOPs archs: the repeated probes that ``state_gamma``
     learns its constant from (excluded from every comparison)."""
     space = get_space(space_name)
@@ -317,7 +292,7 @@ def report(state: dict, out_md: Path) -> dict:
     sessions = {sp: [{arch: (np.median(np.asarray(v["default"]["arch_s"]) / np.asarray(v["default"]["canary_s"])),
                              np.median(v["default"]["canary_s"]) * 1e3 / state["references"][sp]["M"]["reference_ms"])
                       for arch, v in ph["spaces"][sp].items()} for ph in phases] for sp in N_ARCHS}
-    probes = {sp: probe_archs(sp, list(phases[0]["spaces"][sp])) for sp in N_ARCHS}
+    probes = {sp: bench_probes(sp, list(phases[0]["spaces"][sp])) for sp in N_ARCHS}
     # state_gamma_calib: one gamma per space for every phase, the median of the calibration
     # blocks' (``calib``), as a device's first calibration would fix it
     blocks = state.get("calib_blocks", [])

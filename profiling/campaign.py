@@ -118,7 +118,7 @@ class CampaignResult:
     wall_s: float = 0.0
     timed_s: float = 0.0  # time inside timed inference runs
     rows: list = field(default_factory=list)
-    canary: dict | None = None  # arch, sha256 and reference_ms of the canary (paired campaigns)
+    canary: dict | None = None  # arch, sha256, reference_ms and gamma of the canary (paired campaigns)
     speed_range: tuple[float, float] | None = None  # (min, max) canary median / reference
     speed_factors: list = field(default_factory=list)
     drift_warned: bool = False
@@ -342,7 +342,7 @@ def calibration_kwargs(cfg: CampaignConfig) -> dict:
     """Keywords of ``canary.calibrate`` for this campaign's settings (in-process or on a worker)."""
     return dict(ep=cfg.ep, threads=cfg.threads, sessions=cfg.calibration_sessions, gap_s=cfg.calibration_gap_s,
                 warmup=cfg.warmup, allow_fallback=cfg.allow_fallback, ep_options=cfg.measure_kwargs()["ep_options"],
-                cache_dir=cfg.trt_cache_dir)
+                cache_dir=cfg.trt_cache_dir, probes=True)
 
 
 def stored_canary(store, cfg: CampaignConfig, dev: str, resolution: int | None):
@@ -467,7 +467,7 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
     canary = stored = timer = None
     if cfg.canary and todo:
         canary, stored = campaign_canary(store, cfg, dev, res_filter, on_calibrate)
-        res.canary = {k: stored[k] for k in ("arch", "sha256", "reference_ms")}
+        res.canary = canary_summary(stored)
         if ray_address is None:
             timer = open_timer(canary, cfg)
 
@@ -493,14 +493,26 @@ def run_campaign(store, cfg: CampaignConfig, *, on_row=None, ray_address: str | 
     return res
 
 
+def canary_summary(stored: dict) -> dict:
+    """What a campaign's result says of its canary: arch, graph hash, reference, state constant."""
+    from hwnas.profiling.contention import gamma_of
+
+    return {**{k: stored[k] for k in ("arch", "sha256", "reference_ms")}, "gamma": gamma_of(stored)}
+
+
 def row_recorder(store, dev: str, stored: dict | None, res: CampaignResult, on_row=None):
     """The driver's ``record(row)`` for device ``dev``: turn a paired row's ratio into
-    milliseconds with *that device's* canary reference (``stored``; None: plain timing),
-    commit it under ``dev`` and count it in ``res``; ``on_row(row, res)`` after each."""
+    milliseconds with *that device's* canary reference and state constant (``stored``;
+    None: plain timing; ``contention.calibrated_ms``), commit it under ``dev`` and count it
+    in ``res``; ``on_row(row, res)`` after each."""
+    from hwnas.profiling.contention import calibrated_ms, gamma_of
+
+    gamma = gamma_of(stored)
 
     def record(row: dict) -> None:
         if row.get("calibrated") and row["status"] == "ok":
-            row.update(latency_ms=row["ratio"] * stored["reference_ms"], canary_id=stored["id"])
+            row.update(latency_ms=calibrated_ms(row["ratio"], row["canary_median_ms"], stored["reference_ms"], gamma),
+                       canary_id=stored["id"])
             _watch_speed(res, row["canary_median_ms"] / stored["reference_ms"])
         elif row["status"] == "ok":
             row["latency_ms"] = row["median_ms"]  # plain timing: the row means its own median

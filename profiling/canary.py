@@ -16,6 +16,11 @@ timer resolution matters least) and uses the same kinds of kernels as the archs 
 compared with.  The rule is deterministic, so every machine picks the same canary; its
 ONNX graph (seeded weights) is hashed, and the hash is stored beside the reference, so a
 reference is only ever applied to the very model it was measured on.
+
+The same sample gives the two *probes* (``probe_archs``: its 3% and 97% FLOPs archs) that
+a campaign's calibration block pairs with the canary to learn the device's state constant
+(``hwnas.profiling.contention``): far from the canary on both sides, where the contended
+state moves ratios most.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ CALIBRATION_SESSIONS = 8
 CALIBRATION_RUNS = 30
 CALIBRATION_GAP_S = 2.0
 CALIBRATION_QUANTILE = 0.25
+PROBE_QUANTILES = {"S": 0.03, "L": 0.97}  # of the FLOPs of the rule's seeded sample
+PROBE_PAIRS = 50  # pairs of each probe's session against the canary, as an arch's
 
 
 @dataclass(frozen=True)
@@ -64,22 +71,35 @@ class CanaryReference:
     session_medians_ms: tuple[float, ...]
     span_s: float  # seconds the calibration block spread over
     created: str
+    gamma: float = 0.0  # the state constant (``hwnas.profiling.contention``); 0: ratio x reference
+    state: dict | None = None  # how gamma was learned: probes, their (ratio, f) sessions, the fit
 
     def to_dict(self) -> dict:
         return {"reference_ms": self.reference_ms, "statistic": self.statistic,
                 "session_medians_ms": list(self.session_medians_ms), "span_s": self.span_s,
-                "created": self.created}
+                "created": self.created, "gamma": self.gamma, "state": self.state}
 
 
-def default_canary_arch(space) -> str:
-    """The median-FLOPs arch of ``CANARY_SAMPLE`` uniform draws (seed ``CANARY_SEED``)."""
+def _rule_sample(space) -> tuple[list, np.ndarray]:
+    """The rule's ``CANARY_SAMPLE`` uniform draws (seed ``CANARY_SEED``) and their FLOPs order."""
     from hwnas.cost import arch_cost
 
     rng = np.random.default_rng(CANARY_SEED)
     archs = [space.sample(rng) for _ in range(CANARY_SAMPLE)]
     flops = [arch_cost(space, a, space.resolution(a)).flops for a in archs]
-    order = np.argsort(flops, kind="stable")
+    return archs, np.argsort(flops, kind="stable")
+
+
+def default_canary_arch(space) -> str:
+    """The median-FLOPs arch of ``CANARY_SAMPLE`` uniform draws (seed ``CANARY_SEED``)."""
+    archs, order = _rule_sample(space)
     return str(archs[int(order[len(order) // 2])])
+
+
+def probe_archs(space) -> dict[str, str]:
+    """The probes ``S`` and ``L``: the ``PROBE_QUANTILES`` FLOPs archs of the rule's sample."""
+    archs, order = _rule_sample(space)
+    return {k: str(archs[int(order[int(round(q * (len(order) - 1)))])]) for k, q in PROBE_QUANTILES.items()}
 
 
 def build_canary(space_name: str, *, arch: str | None = None, resolution: int | None = None,
@@ -121,9 +141,11 @@ def rebuild_stored(record: dict) -> Canary:
 def calibrate(canary: Canary, *, ep: str = "cpu", threads: int = 1, sessions: int = CALIBRATION_SESSIONS,
               runs: int = CALIBRATION_RUNS, gap_s: float = CALIBRATION_GAP_S, warmup: int = 10,
               allow_fallback: bool = False, ep_options: dict | None = None, cache_dir: str | None = None,
-              on_session=None) -> CanaryReference:
+              probes: bool = False, on_session=None) -> CanaryReference:
     """Measure the canary's reference latency: ``sessions`` fresh short sessions, ``gap_s``
-    apart, and the ``CALIBRATION_QUANTILE`` quantile of their medians.
+    apart, and the ``CALIBRATION_QUANTILE`` quantile of their medians.  With ``probes``
+    (a campaign's block) each round also times the two probes against the canary, and
+    the state constant is fitted on their sessions (``contention.accept_gamma``).
 
     Why spread and why the lower quartile: a session falls inside one speed phase of the
     host, so a block of sessions over tens of seconds samples several phases; contention
@@ -138,19 +160,51 @@ def calibrate(canary: Canary, *, ep: str = "cpu", threads: int = 1, sessions: in
     if sessions < 1 or runs < 1 or gap_s < 0:
         raise ProfilingError(f"calibration needs sessions >= 1, runs >= 1, gap_s >= 0; got {sessions}, {runs}, {gap_s}")
     t0 = time.monotonic()
+    kw = dict(ep=ep, threads=threads, allow_fallback=allow_fallback, ep_options=ep_options, cache_dir=cache_dir)
+    probing = _Probes(canary, warmup=warmup, **kw) if probes else None
     medians = []
     for i in range(sessions):
         if i and gap_s:
             time.sleep(gap_s)
-        m = measure(canary.onnx, ep=ep, threads=threads, warmup=warmup, runs=runs, allow_fallback=allow_fallback,
-                    batch_size=canary.batch_size, ep_options=ep_options, cache_dir=cache_dir)
+        m = measure(canary.onnx, warmup=warmup, runs=runs, batch_size=canary.batch_size, **kw)
         medians.append(m.median_ms)
+        if probing is not None:
+            probing.round()
         if on_session is not None:
             on_session(i + 1, sessions)
     ref = float(np.quantile(medians, CALIBRATION_QUANTILE))
-    logger.info("canary %s calibrated: %.4f ms (sessions %.4f-%.4f ms)", canary.arch, ref, min(medians), max(medians))
+    state = probing.fit(ref) if probing is not None else None
+    gamma = state["gamma"] if state else 0.0
+    logger.info("canary %s calibrated: %.4f ms (sessions %.4f-%.4f ms)%s", canary.arch, ref, min(medians),
+                max(medians), f"; state constant {gamma:.2f} ({state['why']})" if state else "")
     return CanaryReference(ref, f"q{CALIBRATION_QUANTILE:g} of {sessions} session medians", tuple(medians),
-                           time.monotonic() - t0, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                           time.monotonic() - t0, time.strftime("%Y-%m-%dT%H:%M:%S%z"), gamma, state)
+
+
+class _Probes:
+    """The probes of a calibration block: one paired session of each per round against
+    the canary, held open as a campaign holds it, so their ``f`` is an arch row's ``f``."""
+
+    def __init__(self, canary: Canary, *, warmup: int, **kw):
+        from hwnas.profiling.paired import PairedTimer
+        from hwnas.space import get_space
+
+        self.archs = probe_archs(get_space(canary.space))
+        self.models = {k: build_canary(canary.space, arch=a, resolution=canary.resolution,
+                                       batch_size=canary.batch_size).onnx for k, a in self.archs.items()}
+        self.timer = PairedTimer(canary.onnx, warmup=warmup, batch_size=canary.batch_size, **kw)
+        self.obs: list[tuple[str, float, float]] = []  # (probe, ratio, canary median ms)
+
+    def round(self) -> None:
+        for k, data in self.models.items():
+            p = self.timer.measure(data, runs=PROBE_PAIRS)
+            self.obs.append((k, p.ratio, p.canary_median_ms))
+
+    def fit(self, reference_ms: float) -> dict:
+        from hwnas.profiling.contention import accept_gamma
+
+        return {"probes": self.archs, "obs": [list(o) for o in self.obs],
+                **accept_gamma([(k, r, c / reference_ms) for k, r, c in self.obs])}
 
 
 def recalibrate_store(store, canary_row: dict, *, sessions: int = CALIBRATION_SESSIONS,
@@ -173,5 +227,5 @@ def recalibrate_store(store, canary_row: dict, *, sessions: int = CALIBRATION_SE
                              "here would mix two devices:\n" + describe_side_by_side(fp, here))
     canary = rebuild_stored(canary_row)
     ref = calibrate(canary, ep=fp.get("ep") or "cpu", threads=fp.get("threads") or 1, sessions=sessions,
-                    gap_s=gap_s, warmup=warmup, on_session=on_session)
+                    gap_s=gap_s, warmup=warmup, probes=True, on_session=on_session)
     return ref, store.recalibrate_canary(canary_row["id"], ref)

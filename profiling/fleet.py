@@ -188,7 +188,7 @@ def run_fleet(store, cfg, *, address: str = "auto", resource: str, amount: float
     Raises ``ClusterError`` (no cluster, no such resource) before anything is stored.
     """
     from hwnas.profiling.campaign import (CampaignResult, StopFlag, _check_reference, _resolution_filter,
-                                          check_config, plan_campaign, row_recorder)
+                                          canary_summary, check_config, plan_campaign, row_recorder)
     from hwnas.profiling.distributed import measure_task
     from hwnas.ray_cluster import fits, nodes_with, require_fit, task_resources
 
@@ -225,7 +225,7 @@ def run_fleet(store, cfg, *, address: str = "auto", resource: str, amount: float
     by_dev = {d.device_id: d for d in out.devices}
     for dev, p in plans.items():
         if p["stored"] is not None:
-            by_dev[dev].result.canary = {k: p["stored"][k] for k in ("arch", "sha256", "reference_ms")}
+            by_dev[dev].result.canary = canary_summary(p["stored"])
         p["record"] = row_recorder(store, dev, p["stored"], by_dev[dev].result, on_row)
         p["canary_ref"] = ray.put(p["canary"]) if p["canary"] is not None else None
 

@@ -166,15 +166,18 @@ def _measurer(store, cfg, dev: str, resolution: int):
         return lambda data: plain(data, **cfg.measure_kwargs())
     from hwnas.profiling.campaign import campaign_canary, open_timer
 
+    from hwnas.profiling.contention import calibrated_ms, gamma_of
+
     canary, stored = campaign_canary(store, cfg, dev, resolution)
     timer = open_timer(canary, cfg)
-    ref = stored["reference_ms"]
+    ref, gamma = stored["reference_ms"], gamma_of(stored)
 
     def paired(data):
         p = timer.measure(data, runs=cfg.runs, time_budget_s=cfg.time_budget_s)
-        k = p.ratio * ref / p.arch.median_ms
+        ms = calibrated_ms(p.ratio, p.canary_median_ms, ref, gamma)
+        k = ms / p.arch.median_ms
         a = p.arch
-        return SimpleNamespace(median_ms=p.ratio * ref, mean_ms=a.mean_ms * k, std_ms=a.std_ms * k,
+        return SimpleNamespace(median_ms=ms, mean_ms=a.mean_ms * k, std_ms=a.std_ms * k,
                                p10_ms=a.p10_ms * k, p90_ms=a.p90_ms * k, runs=a.runs)
 
     return paired

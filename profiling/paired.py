@@ -8,7 +8,8 @@ microseconds to milliseconds apart, far inside the seconds-long speed phases of 
 host (``benchmarks/results/profiling_phases.md``), so the per-pair ratio cancels the
 host's speed of that moment; the row stores the raw statistics of both models, every ratio
 estimator, and ``latency_ms = ratio x the device's canary reference``
-(``hwnas.profiling.canary``).  The canary's own median at that moment is the machine's
+(``hwnas.profiling.canary``), the ratio first decompressed by the device's state constant
+where the host's contended state compresses ratios (``hwnas.profiling.contention``).  The canary's own median at that moment is the machine's
 speed factor, which ``hwnas data show`` / ``drift`` report.
 
 On CUDA both sessions use IO binding with device-resident inputs and outputs and each run
@@ -40,9 +41,6 @@ class PairedMeasurement:
     estimates: dict
     pairs: int
     canary_total_ms: float  # time spent in timed canary runs (the protocol's cost)
-
-    def latency_ms(self, reference_ms: float) -> float:
-        return self.ratio * reference_ms
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,6 +11,10 @@ for any ONNX model of a known space and resolution; ``reference_for`` picks the 
 - otherwise a short calibration block here, and a warning with both fingerprints side by
   side: another machine is another device, and its numbers are this machine's.
 
+The reference carries the device's state constant (``hwnas.profiling.contention``), and
+each session's ratio is decompressed with it before the median is taken, as the training
+rows were.  A quick block here has no probes, so its constant is 0 (plain ratio).
+
 ``device_drift`` is the check behind "this device changed since the predictor was trained":
 the canary now, against the reference stored with the predictor.
 """
@@ -38,14 +42,15 @@ class Reference:
     reference_ms: float
     source: str  # "predictor" (the training data's device) or "calibrated here"
     device_id: str | None = None
+    gamma: float = 0.0  # the state constant of the reference's calibration
 
 
 @dataclass(frozen=True)
 class ModelLatency:
-    """A model timed against the canary: ``latency_ms = ratio x reference_ms``."""
+    """A model timed against the canary: ``latency_ms = decompressed ratio x reference_ms``."""
 
     latency_ms: float
-    ratio: float
+    ratio: float  # the chosen session's raw ratio (``latency_ms / reference_ms`` where gamma is 0)
     reference_ms: float
     reference_source: str
     canary: str
@@ -58,6 +63,7 @@ class ModelLatency:
     fallback: bool
     raw: dict  # the chosen session's raw statistics (``Measurement.to_dict()``)
     steal_share: float | None = None  # CPU steal during the sessions (``hwnas.profiling.steal``)
+    gamma: float = 0.0  # the state constant the ratios were decompressed with
 
     @property
     def median_ms(self) -> float:  # the statistic callers printed before the canary
@@ -83,13 +89,14 @@ def reference_for(canary, predictor_fp: dict | None, *, ep: str = "cpu", threads
                   allow_fallback: bool = False, warn: bool = True) -> Reference:
     """The reference to scale a measurement of ``canary``'s context by (module docstring)."""
     from hwnas.profiling.canary import calibrate
+    from hwnas.profiling.contention import gamma_of
     from hwnas.profiling.fingerprint import describe_side_by_side, device_fingerprint
 
     here = device_fingerprint(ep, threads=threads)
     theirs = (predictor_fp or {}).get("canary")
     if theirs and theirs.get("sha256") == canary.sha256 and same_machine(predictor_fp, here):
         return Reference(canary.arch, canary.sha256, float(theirs["reference_ms"]), "predictor",
-                         predictor_fp.get("device_id"))
+                         predictor_fp.get("device_id"), gamma_of(theirs))
     if warn and predictor_fp and not same_machine(predictor_fp, here):
         logger.warning("the predictor's data were measured on another device; this measurement is this "
                        "machine's own latency (calibrated here), so it may differ from the prediction:\n%s",
@@ -103,8 +110,10 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
                   warmup: int = 10, runs: int = 50, sessions: int = 3, gap_s: float = 0.5,
                   allow_fallback: bool = False, batch_size: int | None = None) -> ModelLatency:
     """``sessions`` paired sessions of the model against ``canary``, ``gap_s`` apart; the
-    median session ratio, times the reference."""
-    from hwnas.profiling.paired import PairedTimer, median_session
+    median session's ratio, decompressed with the reference's state constant, times the
+    reference."""
+    from hwnas.profiling.contention import decompress
+    from hwnas.profiling.paired import PairedTimer
     from hwnas.profiling.steal import StealMeter
 
     if sessions < 1 or runs < 1:
@@ -120,14 +129,17 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
             time.sleep(gap_s)
         ms.append(timer.measure(model_bytes, runs=runs))
     ratios = [m.ratio for m in ms]
-    chosen = ms[median_session(ms)]
+    state = [decompress(m.ratio, m.canary_median_ms / reference.reference_ms, reference.gamma) for m in ms]
+    pick = sorted(range(len(ms)), key=state.__getitem__)[(len(ms) - 1) // 2]  # the median session
+    chosen = ms[pick]
     raw = chosen.arch
-    return ModelLatency(latency_ms=chosen.ratio * reference.reference_ms, ratio=chosen.ratio,
+    return ModelLatency(latency_ms=state[pick] * reference.reference_ms, ratio=chosen.ratio,
                         reference_ms=reference.reference_ms, reference_source=reference.source,
                         canary=canary.arch, canary_median_ms=chosen.canary_median_ms,
                         speed_factor=min(m.canary_median_ms for m in ms) / reference.reference_ms,
                         raw_median_ms=raw.median_ms, session_ratios=tuple(ratios), estimates=chosen.estimates,
-                        ep_used=raw.ep_used, fallback=raw.fallback, raw=raw.to_dict(), steal_share=steal.share())
+                        ep_used=raw.ep_used, fallback=raw.fallback, raw=raw.to_dict(), steal_share=steal.share(),
+                        gamma=reference.gamma)
 
 
 def measure_like_data(model_bytes: bytes, space: str, resolution: int, predictor_fp: dict | None, *,

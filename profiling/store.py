@@ -431,17 +431,22 @@ class LatencyStore:
         return self.canary(device_id, canary.space, canary.resolution, canary.batch_size)
 
     def recalibrate_canary(self, canary_id: int, reference) -> int:
-        """Replace a canary's reference, keep the old one in its history, and rescale its
-        calibrated rows from their stored ratios (raw numbers untouched); rows rescaled."""
+        """Replace a canary's reference (and state constant), keep the old one in its
+        history, and recompute its calibrated rows from their stored ratios and canary
+        medians (``contention.calibrated_ms``; raw numbers untouched); rows rescaled."""
+        from hwnas.profiling.contention import calibrated_ms
+
         old = self.canary_by_id(canary_id)
         history = [*old["history"], {**old["calibration"], "replaced": _now()}]
+        ref, gamma = reference.reference_ms, reference.to_dict().get("gamma")
         with self.transaction():
             self.conn.execute("UPDATE canaries SET reference_ms=?, calibration=?, history=? WHERE id=?",
-                              (reference.reference_ms, json.dumps(reference.to_dict()), json.dumps(history),
-                               canary_id))
-            cur = self.conn.execute("UPDATE latency SET latency_ms = ratio * ? WHERE canary_id=? AND calibrated=1",
-                                    (reference.reference_ms, canary_id))
-        return cur.rowcount
+                              (ref, json.dumps(reference.to_dict()), json.dumps(history), canary_id))
+            rows = self.conn.execute("SELECT id, ratio, canary_median_ms FROM latency WHERE canary_id=? "
+                                     "AND calibrated=1", (canary_id,)).fetchall()
+            self.conn.executemany("UPDATE latency SET latency_ms=? WHERE id=?",
+                                  [(calibrated_ms(r, c, ref, gamma), i) for i, r, c in rows])
+        return len(rows)
 
     def speed_series(self, device_id: str, space: str | None = None) -> list[tuple[str, float]]:
         """(created, canary median / reference) of every calibrated row, in order: the

@@ -52,10 +52,19 @@ def show(db, as_json):
     for d in devs:
         for c in d["canaries"]:
             click.echo(f"canary of {d['id']} {c['space']} {c['resolution']}px b{c['batch']}: {c['arch']} "
-                       f"reference {c['reference_ms']:.4f} ms ({c['calibration']['statistic']}, {c['created']})")
+                       f"reference {c['reference_ms']:.4f} ms ({c['calibration']['statistic']}, {c['created']}); "
+                       + _state_line(c["calibration"]))
         if d["lacks"]:
             click.echo(f"device {d['id']} fingerprint lacks: {', '.join(d['lacks'])} (measured by an older hwnas "
                        "or imported; it cannot be told apart from other machines of its name)")
+
+
+def _state_line(calibration: dict) -> str:
+    """The canary's state constant and why it is what it is (``hwnas.profiling.contention``)."""
+    state = calibration.get("state")
+    if not state:
+        return "state constant 0 (calibrated without probes)"
+    return f"state constant {calibration.get('gamma') or 0.0:.2f} ({state['why']})"
 
 
 @data.command("recalibrate")
@@ -68,9 +77,10 @@ def show(db, as_json):
 def recalibrate(db, space, device, sessions, as_json):
     """Re-measure the canary reference(s) on this machine and rescale the stored rows.
 
-    Each calibrated row keeps its ratio to the canary, so its latency_ms becomes
-    ratio x the new reference; raw numbers are untouched and the old reference stays
-    in the canary's history.  Refused for a device measured on another machine.
+    Each calibrated row keeps its ratio to the canary and the canary's median, so its
+    latency_ms becomes the ratio (decompressed by the newly learned state constant)
+    x the new reference; raw numbers are untouched and the old reference stays in the
+    canary's history.  Refused for a device measured on another machine.
     """
     from hwnas.errors import DataError
     from hwnas.profiling.canary import CALIBRATION_SESSIONS, recalibrate_store
@@ -89,6 +99,7 @@ def recalibrate(db, space, device, sessions, as_json):
             ref, n = recalibrate_store(store, c, sessions=sessions or CALIBRATION_SESSIONS)
             out.append({"device_id": c["device_id"], "space": c["space"], "canary": c["arch"],
                         "old_reference_ms": c["reference_ms"], "new_reference_ms": ref.reference_ms,
+                        "old_gamma": c["calibration"].get("gamma") or 0.0, "new_gamma": ref.gamma,
                         "rows_rescaled": n})
     if as_json:
         echo_json({"db": db, "recalibrated": out})
@@ -96,7 +107,7 @@ def recalibrate(db, space, device, sessions, as_json):
     for o in out:
         click.echo(f"{o['device_id']} {o['space']}: reference {o['old_reference_ms']:.4f} -> "
                    f"{o['new_reference_ms']:.4f} ms ({o['new_reference_ms'] / o['old_reference_ms']:.3f}x), "
-                   f"{o['rows_rescaled']} rows rescaled")
+                   f"state constant {o['old_gamma']:.2f} -> {o['new_gamma']:.2f}, {o['rows_rescaled']} rows rescaled")
 
 
 @data.command("drift")

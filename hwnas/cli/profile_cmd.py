@@ -268,7 +268,8 @@ def _summary(res, cfg, db) -> dict:
         out.update(min_ms=min(ok), median_latency_ms=sorted(ok)[len(ok) // 2], max_ms=max(ok))
     out["protocol"] = cfg.protocol
     if res.canary:
-        out.update(canary=res.canary["arch"], canary_reference_ms=res.canary["reference_ms"])
+        out.update(canary=res.canary["arch"], canary_reference_ms=res.canary["reference_ms"],
+                   canary_state_constant=res.canary["gamma"])
     if res.speed_range:
         out.update(speed_factor_min=res.speed_range[0], speed_factor_max=res.speed_range[1])
     if res.steal_share is not None:
