@@ -16,7 +16,10 @@ all three see the same moments of the machine:
 
 - ``paired``: the default, one session per arch timed in alternation with the canary, stored
   as ratio x the reference calibrated in phase ``first`` (as a device's first campaign does)
-  and reused in every later phase;
+  and reused in every later phase, the ratio decompressed by the state constant that
+  calibration learned from its probes (``hwnas.profiling.contention``; 0 when it did not);
+- ``paired_ratio``: the same rows as plain ratio x reference (the default before the state
+  constant), so the constant's effect is measured on the very same sessions;
 - ``default3``: the previous default, 3 plain sessions a round of 16 archs apart, lowest median;
 - ``plain``: one plain session.
 
@@ -41,6 +44,7 @@ from scipy.stats import kendalltau
 
 from hwnas.profiling.campaign import CampaignConfig, measure_chunk, open_timer, prepare_arch
 from hwnas.profiling.canary import build_canary, calibrate
+from hwnas.profiling.contention import calibrated_ms
 from hwnas.profiling.fingerprint import describe_side_by_side, device_fingerprint, device_name
 from hwnas.profiling.stats import RATIO_ESTIMATORS
 from hwnas.profiling.transfer import read_csv_fingerprints
@@ -83,18 +87,25 @@ def _measure(state: dict, protocols=PROTOCOLS) -> dict:
         c = state["canary"][sp]
         canary = build_canary(sp, arch=c["arch"])
         assert canary.sha256 == c["sha256"], "the canary graph changed between phases"
-        timers[sp] = (open_timer(canary, _cfg(sp, "paired")), c["reference_ms"])
+        timers[sp] = (open_timer(canary, _cfg(sp, "paired")), c["reference_ms"], c.get("gamma", 0.0))
+        if "paired" in protocols:
+            out[sp]["paired_ratio"] = {}
     n = max(len(a) for a in state["archs"].values())
     for i in range(0, n, CHUNK):
         for sp, archs in state["archs"].items():
             for p in protocols:
                 cfg = _cfg(sp, p)
-                timer, ref = timers[sp] if p.startswith("paired") else (None, None)
+                timer, ref, gamma = timers[sp] if p.startswith("paired") else (None, None, 0.0)
 
-                def record(row, sp=sp, p=p, ref=ref):
+                def record(row, sp=sp, p=p, ref=ref, gamma=gamma):
                     assert row["status"] == "ok", row.get("error")
-                    lat = row["ratio"] * ref if ref is not None else row["median_ms"]
+                    if ref is None:
+                        lat = row["median_ms"]
+                    else:
+                        lat = calibrated_ms(row["ratio"], row["canary_median_ms"], ref, gamma if p == "paired" else 0.0)
                     out[sp][p][row["arch"]] = lat
+                    if p == "paired":
+                        out[sp]["paired_ratio"][row["arch"]] = row["ratio"] * ref
                     cost[sp][p]["arch_timed_s"] += row["timed_total_ms"] / 1e3
                     cost[sp][p]["archs"] += 1
                     if ref is not None:
@@ -111,7 +122,7 @@ def _measure(state: dict, protocols=PROTOCOLS) -> dict:
     third_share = {}
     for sp in state["archs"]:
         if "paired3" in session_ratios[sp]:
-            derived, third_share[sp] = _derived(session_ratios[sp]["paired3"], timers[sp][1])
+            derived, third_share[sp] = _derived(session_ratios[sp]["paired3"], timers[sp][1])  # gamma 0
             out[sp].update(derived)
     return {"latency": out, "estimators": estimators, "cost": cost, "session_ratios": session_ratios,
             "adaptive_third_share": third_share}
@@ -184,9 +195,9 @@ def phase_first(state: dict, n: int, seed: int) -> None:
         state["shipped"][sp] = {"path": path, "values": {a: stored[a] for a in state["archs"][sp]},
                                 "fingerprints": read_csv_fingerprints(path), "device_id": _csv_device(path)}
         canary = build_canary(sp)
-        ref = calibrate(canary)
+        ref = calibrate(canary, probes=True)  # as a device's first campaign calibrates
         state["canary"][sp] = {"arch": canary.arch, "sha256": canary.sha256, "reference_ms": ref.reference_ms,
-                               "calibration": ref.to_dict()}
+                               "gamma": ref.gamma, "calibration": ref.to_dict()}
     _run_phase(state, "first")
     indep = {}
     for sp in state["archs"]:
@@ -289,7 +300,11 @@ def _markdown(rep: dict, state: dict) -> str:
          f"batch 1, 10 warm-up + 50 timed runs per session; {len(state['archs']['tiny'])} archs of tiny (32x32) "
          f"and of fbnet (224x224), drawn from the shipped CSVs. Protocols interleaved chunk by chunk: `paired` (the "
          "default: one session, runs alternated with the canary's, ratio x the reference calibrated once in phase "
-         "first), `default3` (the previous default: 3 plain sessions a round of 16 archs apart, lowest median), "
+         "first, the ratio decompressed by the state constant that calibration learned: "
+         + ", ".join(f"{sp} {c.get('gamma', 0.0):.2f}" + (f" ({c['calibration']['state']['why']})"
+                                                          if (c.get('calibration') or {}).get('state') else "")
+                     for sp, c in state["canary"].items())
+         + "), `paired_ratio` (the same rows as plain ratio x reference: the default before the constant), `default3` (the previous default: 3 plain sessions a round of 16 archs apart, lowest median), "
          "`plain` (one session). Levers (phases fourth and fifth): `paired2` / `paired3` (2 / 3 paired sessions a "
          "round apart, the median-ratio session stored), `paired_r200` (one session of 200 runs), and rules applied "
          "to paired3's three session ratios: `paired3_mean`, `paired2of3_mean` (mean of the first two), "

@@ -17,8 +17,11 @@ The budget enters every distribution run as FP-NAS's ``beta log C`` cost term (`
 logcost``; random search, which has no distribution, gets hinge-shaped rewards).
 Accuracy that could fail: the final arch trained stand-alone from scratch, scored on a
 held-out **test** split (25% of digits, one fixed split) that no reward and no training step
-ever sees.  Latency: the final arch measured with the canary protocol of the predictor's
-data, which were measured on this machine (``data/latency/adapt/tiny_here.csv``).
+ever sees.  Latency: the predictor's data are profiled by the benchmark itself, at its start,
+on the machine that runs it (``--profile-archs`` archs, the default paired protocol with its
+state constant, into a store in the work folder): data from an earlier session come from
+another device (two hosts of one name have shown different relative latencies).  The final
+arch is measured with the same protocol, against that data's canary and reference.
 
     .venv/bin/python benchmarks/search_bench.py            # ~30 min on a 2-vCPU VM
     .venv/bin/python benchmarks/search_bench.py --seeds 1 --epochs 4   # smoke
@@ -81,11 +84,22 @@ def measured_ms(space, arch, repeats, predictor_fp, gap_s=0.5):
                                    space.resolution(arch), predictor_fp, sessions=repeats, gap_s=gap_s).latency_ms)
 
 
-def fit_predictor(space, path, seed=0):
-    """The MLP on latencies measured on this machine (the shipped tiny_cpu.csv describes another)."""
-    from hwnas.predictors import create_predictor, read_latency_csv, regression_metrics, split_rows
+def profile_here(db: Path, n: int, seed: int = 7):
+    """``n`` tiny archs profiled on this machine with the default protocol -> its dataset."""
+    from hwnas.profiling.campaign import CampaignConfig, run_campaign
+    from hwnas.profiling.store import LatencyStore
 
-    d = read_latency_csv(ROOT / "data" / "latency" / "adapt" / "tiny_here.csv", space)
+    with LatencyStore(db) as store:
+        res = run_campaign(store, CampaignConfig(space="tiny", num_archs=n, seed=seed))
+        print(f"profiled {res.measured} archs in {res.wall_s:.0f} s; canary {res.canary['arch']} reference "
+              f"{res.canary['reference_ms']:.4f} ms, state constant {res.canary['gamma']:.2f}", flush=True)
+        return store.dataset("tiny")
+
+
+def fit_predictor(space, path, d, seed=0):
+    """The MLP on latencies measured on this machine (the shipped tiny_cpu.csv describes another)."""
+    from hwnas.predictors import create_predictor, regression_metrics, split_rows
+
     archs = [space.parse(a) for a in d.archs]
     tr, te = split_rows(len(archs), 0.2, seed)
     p = create_predictor("mlp", space=space, seed=seed)
@@ -122,6 +136,7 @@ def main(argv=None):
     ap.add_argument("--measurements", type=int, default=3,
                     help="independent latency measurements of each final arch (their median is reported)")
     ap.add_argument("--penalty", default="logcost")
+    ap.add_argument("--profile-archs", type=int, default=250, help="archs profiled here for the predictor")
     ap.add_argument("--out", default=str(RESULTS / "search"))
     args = ap.parse_args(argv)
 
@@ -136,7 +151,14 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="hwnas_search_bench_"))
     pred_path = work / "tiny_here_mlp.hwp"
     t0 = time.perf_counter()
-    predictor, pmetrics, lat = fit_predictor(space, pred_path)
+    data_here = profile_here(work / "latency.db", args.profile_archs)
+    predictor, pmetrics, lat = fit_predictor(space, pred_path, data_here)
+    from hwnas.profiling.contention import gamma_of
+    from hwnas.profiling.fingerprint import device_name
+
+    profiled = {"archs": len(data_here), "device": device_name(data_here.fingerprint),
+                "reference_ms": data_here.fingerprint["canary"]["reference_ms"],
+                "gamma": gamma_of(data_here.fingerprint.get("canary")), "wall_s": time.perf_counter() - t0}
     budget = float(np.quantile(lat, args.budget_quantile))
     print(f"predictor: {pmetrics}  budget {budget:.4f} ms ({time.perf_counter() - t0:.1f}s)", flush=True)
     data = load_dataset("digits", 32, seed=0, limit=args.limit, test_fraction=args.test_fraction)
@@ -178,11 +200,12 @@ def main(argv=None):
                   f"supernet {res.supernet_val_acc:.3f} test {test_acc:.3f} pred {res.predicted_latency_ms:.4f} "
                   f"meas {meas:.4f} budget {budget:.4f}  ({time.perf_counter() - t:.0f}s) {res.arch}", flush=True)
             out_json.write_text(json.dumps({"args": vars(args), "k0": k0, "predictor_metrics": pmetrics,
+                                            "profiled": profiled,
                                             "budget_ms": budget, "runs": rows}, indent=2, default=float))
-    write_md(Path(args.out).with_suffix(".md"), args, k0, pmetrics, budget, rows, time.perf_counter() - t0)
+    write_md(Path(args.out).with_suffix(".md"), args, k0, pmetrics, budget, rows, time.perf_counter() - t0, profiled)
 
 
-def write_md(path, args, k0, pmetrics, budget, rows, total_s):
+def write_md(path, args, k0, pmetrics, budget, rows, total_s, profiled):
     groups = {}
     for r in rows:
         groups.setdefault(r["label"], []).append(r)
@@ -207,8 +230,9 @@ def write_md(path, args, k0, pmetrics, budget, rows, total_s):
         "search epochs. **Caps the settings put on the saving:** FP-NAS's K cannot fall below 1, so against "
         f"PARSEC at K0 = {k0} it samples at most {1 - 1 / k0:.0%} fewer archs.",
         "",
-        "Predictor: MLP trained on 250 archs measured on this machine (`data/latency/adapt/tiny_here.csv`); "
-        "held-out (20%): " + ", ".join(f"{k} {v:.3g}" for k, v in pmetrics.items()) + ". Measured latency: "
+        f"Predictor: MLP trained on {profiled['archs']} archs that the benchmark profiled at its start on this "
+        f"machine (`{profiled['device']}`, {profiled['wall_s']:.0f} s with the fit; canary reference {profiled['reference_ms']:.4f} "
+        f"ms, state constant {profiled['gamma']:.2f}); held-out (20%): " + ", ".join(f"{k} {v:.3g}" for k, v in pmetrics.items()) + ". Measured latency: "
         f"the dataset's canary protocol, {args.repeats} sessions, median of {args.measurements} measurements.",
         "",
         "## Per run type (mean ± std over seeds)",

@@ -127,6 +127,7 @@ class PipelineResult:
     latency_device: str | None = None  # the device the latency data describe
     measured_reference: str | None = None  # where the final measurement's canary reference came from
     measured_steal_share: float | None = None  # CPU steal while the final check ran (hwnas.profiling.steal)
+    measured_gamma: float | None = None  # the state constant the final check's ratios were decompressed with
     canary_vs_data: float | None = None  # this machine's canary / the data's canary reference (--quick)
     adapted: dict | None = None  # quick: the shipped data's predictor adapted here (archs, LOO metrics, base)
     budget_confidence: float | None = None  # the search's pick met the budget at this predictive quantile
@@ -189,7 +190,7 @@ def _before_search(config: PipelineConfig, hooks: Hooks, say: Callable[[str, str
     res.latency_source, res.archs_measured = data.source, len(data)
     res.latency_range_ms = (float(data.latency_ms.min()), float(data.latency_ms.max()))
     say("profile", f"{len(data)} archs, {res.latency_range_ms[0]:.3f}-{res.latency_range_ms[1]:.3f} ms "
-                   f"({data.source})")
+                   f"({data.source}{_state_note(data)})")
     res.latency_device = data.device_name or data.device_id
     if config.quick:
         res.canary_vs_data = _canary_vs_data(data)
@@ -235,10 +236,19 @@ def _export_stage(config: PipelineConfig, out: Path, hooks: Hooks, say: Callable
     res.onnx_path = str(exported.onnx_path)
     res.measured_reference = (exported.latency or {}).get("reference_source")
     res.measured_steal_share = (exported.latency or {}).get("steal_share")
+    res.measured_gamma = (exported.latency or {}).get("gamma")
     say("export", f"{exported.onnx_path}: accuracy {exported.accuracy:.3f}, measured "
                   f"{exported.measured_latency_ms:.4f} ms")
     (out / "summary.json").write_text(jsonutil.dumps(res.to_dict(), indent=2) + "\n")
     return res
+
+
+def _state_note(data) -> str:
+    """The data's state constant, when its calibration learned one (``hwnas.profiling.contention``)."""
+    from hwnas.profiling.contention import gamma_of
+
+    gamma = gamma_of((data.fingerprint or {}).get("canary"))
+    return f"; ratios decompressed by the state constant {gamma:.2f}" if gamma else ""
 
 
 def _canary_vs_data(data) -> float | None:
