@@ -52,7 +52,8 @@ from hwnas.profiling.transfer import read_csv_fingerprints
 SHIPPED = {"tiny": "data/latency/tiny_cpu.csv", "fbnet": "data/latency/fbnet224_cpu.csv"}
 PROTOCOLS = ("paired", "default3", "plain")
 # levers tried beside the default (phases fourth and fifth): 2 or 3 paired sessions a round of
-# CHUNK archs apart (the median-ratio session is stored), or one session of 200 runs instead of 50
+# CHUNK archs apart (the median-ratio session is stored), or one session of 200 runs instead of 50;
+# each decompressed by the state constant like ``paired`` (the rules of DERIVED use raw ratios)
 EXTRA_PROTOCOLS = ("paired2", "paired3", "paired_r200")
 # estimates derived from paired3's three session ratios (the same runs; see _derived)
 DERIVED = ("paired3_mean", "paired2of3_mean", "paired_adaptive")
@@ -102,7 +103,7 @@ def _measure(state: dict, protocols=PROTOCOLS) -> dict:
                     if ref is None:
                         lat = row["median_ms"]
                     else:
-                        lat = calibrated_ms(row["ratio"], row["canary_median_ms"], ref, gamma if p == "paired" else 0.0)
+                        lat = calibrated_ms(row["ratio"], row["canary_median_ms"], ref, gamma if p.startswith("paired") else 0.0)
                     out[sp][p][row["arch"]] = lat
                     if p == "paired":
                         out[sp]["paired_ratio"][row["arch"]] = row["ratio"] * ref
@@ -223,7 +224,7 @@ def _run_phase(state: dict, name: str, busy: bool = False, protocols=PROTOCOLS, 
         if hog is not None:
             hog.kill()
             hog.wait()
-    res.update(started=datetime.datetime.now().isoformat(timespec="seconds"), t0=t0, loadavg_start=load0,
+    res.update(started=datetime.datetime.fromtimestamp(t0).isoformat(timespec="seconds"), t0=t0, loadavg_start=load0,
                loadavg_end=os.getloadavg(), wall_s=time.time() - t0, busy=busy, against=against,
                protocols=list(protocols))
     state["phases"][name] = res
@@ -306,8 +307,8 @@ def _markdown(rep: dict, state: dict) -> str:
                      for sp, c in state["canary"].items())
          + "), `paired_ratio` (the same rows as plain ratio x reference: the default before the constant), `default3` (the previous default: 3 plain sessions a round of 16 archs apart, lowest median), "
          "`plain` (one session). Levers (phases fourth and fifth): `paired2` / `paired3` (2 / 3 paired sessions a "
-         "round apart, the median-ratio session stored), `paired_r200` (one session of 200 runs), and rules applied "
-         "to paired3's three session ratios: `paired3_mean`, `paired2of3_mean` (mean of the first two), "
+         "round apart, the median-ratio session stored), `paired_r200` (one session of 200 runs), all three "
+         "decompressed by the state constant like `paired`, and rules applied to paired3's three raw session ratios: `paired3_mean`, `paired2of3_mean` (mean of the first two), "
          f"`paired_adaptive` (mean of the first two when they agree within {100 * ADAPTIVE_TOL:.0f}%, else the "
          "median of three).", f"Host: `{device_name(fp)}`.", "", "Phases:", ""]
     for k, v in rep["phases"].items():

@@ -165,7 +165,6 @@ def _measurer(store, cfg, dev: str, resolution: int):
     if not cfg.canary:
         return lambda data: plain(data, **cfg.measure_kwargs())
     from hwnas.profiling.campaign import campaign_canary, open_timer
-
     from hwnas.profiling.contention import calibrated_ms, gamma_of
 
     canary, stored = campaign_canary(store, cfg, dev, resolution)

@@ -9,8 +9,9 @@ host (``benchmarks/results/profiling_phases.md``), so the per-pair ratio cancels
 host's speed of that moment; the row stores the raw statistics of both models, every ratio
 estimator, and ``latency_ms = ratio x the device's canary reference``
 (``hwnas.profiling.canary``), the ratio first decompressed by the device's state constant
-where the host's contended state compresses ratios (``hwnas.profiling.contention``).  The canary's own median at that moment is the machine's
-speed factor, which ``hwnas data show`` / ``drift`` report.
+where the host's contended state compresses ratios (``hwnas.profiling.contention``).  The
+canary's own median at that moment is the machine's speed factor, which ``hwnas data show``
+/ ``drift`` report.
 
 On CUDA both sessions use IO binding with device-resident inputs and outputs and each run
 is synchronised (``hwnas.profiling.runner._Runner``), so the pairing is the same there.
