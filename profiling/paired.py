@@ -111,10 +111,12 @@ class PairedTimer:
                                  pairs=len(a_times), canary_total_ms=float(sum(c_ms)))
 
 
-def median_session(sessions: list[PairedMeasurement]) -> int:
+def median_session(sessions: list[PairedMeasurement], ratios: list[float] | None = None) -> int:
     """Index of the session of the median ratio (the lower of the two middle ones of an
-    even count), so that its raw statistics stay those of one real session."""
-    return sorted(range(len(sessions)), key=lambda i: sessions[i].ratio)[(len(sessions) - 1) // 2]
+    even count), so that its raw statistics stay those of one real session.  ``ratios``
+    ranks by other per-session values (the decompressed ratios of a final check)."""
+    key = ratios if ratios is not None else [s.ratio for s in sessions]
+    return sorted(range(len(sessions)), key=key.__getitem__)[(len(sessions) - 1) // 2]
 
 
 def _timed(run, perf) -> float:

@@ -113,7 +113,7 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
     median session's ratio, decompressed with the reference's state constant, times the
     reference."""
     from hwnas.profiling.contention import decompress
-    from hwnas.profiling.paired import PairedTimer
+    from hwnas.profiling.paired import PairedTimer, median_session
     from hwnas.profiling.steal import StealMeter
 
     if sessions < 1 or runs < 1:
@@ -130,7 +130,7 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
         ms.append(timer.measure(model_bytes, runs=runs))
     ratios = [m.ratio for m in ms]
     state = [decompress(m.ratio, m.canary_median_ms / reference.reference_ms, reference.gamma) for m in ms]
-    pick = sorted(range(len(ms)), key=state.__getitem__)[(len(ms) - 1) // 2]  # the median session
+    pick = median_session(ms, state)
     chosen = ms[pick]
     raw = chosen.arch
     return ModelLatency(latency_ms=state[pick] * reference.reference_ms, ratio=chosen.ratio,

@@ -438,10 +438,11 @@ class LatencyStore:
 
         old = self.canary_by_id(canary_id)
         history = [*old["history"], {**old["calibration"], "replaced": _now()}]
-        ref, gamma = reference.reference_ms, reference.to_dict().get("gamma")
+        cal = reference.to_dict()
+        ref, gamma = reference.reference_ms, cal.get("gamma")
         with self.transaction():
             self.conn.execute("UPDATE canaries SET reference_ms=?, calibration=?, history=? WHERE id=?",
-                              (ref, json.dumps(reference.to_dict()), json.dumps(history), canary_id))
+                              (ref, json.dumps(cal), json.dumps(history), canary_id))
             rows = self.conn.execute("SELECT id, ratio, canary_median_ms FROM latency WHERE canary_id=? "
                                      "AND calibrated=1", (canary_id,)).fetchall()
             self.conn.executemany("UPDATE latency SET latency_ms=? WHERE id=?",

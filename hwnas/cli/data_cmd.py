@@ -53,18 +53,20 @@ def show(db, as_json):
         for c in d["canaries"]:
             click.echo(f"canary of {d['id']} {c['space']} {c['resolution']}px b{c['batch']}: {c['arch']} "
                        f"reference {c['reference_ms']:.4f} ms ({c['calibration']['statistic']}, {c['created']}); "
-                       + _state_line(c["calibration"]))
+                       + _state_line(c))
         if d["lacks"]:
             click.echo(f"device {d['id']} fingerprint lacks: {', '.join(d['lacks'])} (measured by an older hwnas "
                        "or imported; it cannot be told apart from other machines of its name)")
 
 
-def _state_line(calibration: dict) -> str:
+def _state_line(canary: dict) -> str:
     """The canary's state constant and why it is what it is (``hwnas.profiling.contention``)."""
-    state = calibration.get("state")
+    from hwnas.profiling.contention import gamma_of
+
+    state = canary["calibration"].get("state")
     if not state:
         return "state constant 0 (calibrated without probes)"
-    return f"state constant {calibration.get('gamma') or 0.0:.2f} ({state['why']})"
+    return f"state constant {gamma_of(canary):.2f} ({state['why']})"
 
 
 @data.command("recalibrate")
@@ -84,6 +86,7 @@ def recalibrate(db, space, device, sessions, as_json):
     """
     from hwnas.errors import DataError
     from hwnas.profiling.canary import CALIBRATION_SESSIONS, recalibrate_store
+    from hwnas.profiling.contention import gamma_of
     from hwnas.profiling.store import LatencyStore
 
     out = []
@@ -99,7 +102,7 @@ def recalibrate(db, space, device, sessions, as_json):
             ref, n = recalibrate_store(store, c, sessions=sessions or CALIBRATION_SESSIONS)
             out.append({"device_id": c["device_id"], "space": c["space"], "canary": c["arch"],
                         "old_reference_ms": c["reference_ms"], "new_reference_ms": ref.reference_ms,
-                        "old_gamma": c["calibration"].get("gamma") or 0.0, "new_gamma": ref.gamma,
+                        "old_gamma": gamma_of(c), "new_gamma": ref.gamma,
                         "rows_rescaled": n})
     if as_json:
         echo_json({"db": db, "recalibrated": out})
