@@ -22,6 +22,7 @@ split and classes without any side file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -36,6 +37,7 @@ from hwnas.errors import ExportError, valid_list
 from hwnas.evaluate import ParityReport, check_parity
 from hwnas import jsonutil
 from hwnas.jsonutil import to_jsonable
+from hwnas.measured_pick import DEFAULT_MARGIN
 from hwnas.profiling.providers import check_ep
 from hwnas.torch_threads import torch_threads
 from hwnas.train import EpochStats, TrainConfig, TrainProgress
@@ -94,6 +96,11 @@ class ExportConfig:
     # else the best Pareto candidate meeting it), or the ``pareto_index``-th arch of its front
     budget: float | None = None
     pareto_index: int | None = None
+    # time up to this many candidates (the run's pick first, then its Pareto archs) before
+    # training, and ship the first that measures ``measured_margin`` under the budget
+    # (``hwnas.measured_pick``); 0: ship the run's pick unmeasured until the final check
+    measured_pick: int = 0
+    measured_margin: float = DEFAULT_MARGIN
     predictor: str | Path | None = None  # predictor file, used when the run has no prediction
     parity_atol: float = 1e-4
     parity_rtol: float = 1e-3
@@ -191,6 +198,8 @@ def _resolve(cfg: ExportConfig) -> _Target:
     run = read_run(cfg.run_dir) if cfg.run_dir is not None else None
     if cfg.budget is not None or cfg.pareto_index is not None:
         run = _other_pick(run, cfg)
+    if cfg.measured_pick:
+        run = _measured_pick(run, cfg)
     space_name = run["space"] if run else (cfg.space or "tiny")
     if run and cfg.space is not None and cfg.space != run["space"]:
         raise ExportError(f"--space {cfg.space!r} contradicts the run's space {run['space']!r}; leave --space out")
@@ -253,6 +262,26 @@ def _other_pick(run: dict | None, cfg: ExportConfig) -> dict:
     elif chosen["budget"] is not None:
         run["flops_budget"] = chosen["budget"]
     return run
+
+
+def _measured_pick(run: dict | None, cfg: ExportConfig) -> dict:
+    """The run's result with the arch that ``hwnas.measured_pick`` chose, and its report."""
+    from hwnas.measured_pick import measured_pick
+
+    if run is None:
+        raise ExportError("--measured-pick times a search run's candidates: give --run")
+    if cfg.budget is not None or cfg.pareto_index is not None:
+        raise ExportError("--measured-pick chooses the arch itself; drop --budget / --pareto-index")
+    if not cfg.measure_latency:
+        raise ExportError("--measured-pick times candidates, so the export must measure latency too "
+                          "(measure_latency=True)")
+    mp = measured_pick(run, cfg.run_dir, cfg.measured_pick, margin=cfg.measured_margin, ep=cfg.ep,
+                       threads=cfg.threads, warmup=cfg.latency_warmup, runs=cfg.latency_runs,
+                       sessions=cfg.latency_repeats, gap_s=cfg.latency_gap_s, allow_fallback=cfg.allow_fallback,
+                       budget_ms=cfg.latency_budget_ms)
+    if mp.pareto_index is not None:
+        run = _other_pick(run, dataclasses.replace(cfg, pareto_index=mp.pareto_index))
+    return dict(run, measured_pick=mp.to_dict())
 
 
 def _run_config(run_dir: Path) -> dict:
@@ -568,7 +597,7 @@ def _search_summary(run: dict | None) -> dict | None:
     if not run:
         return None
     keys = ("strategy", "seed", "latency_budget_ms", "flops_budget", "predicted_latency_ms",
-            "supernet_val_acc", "archs_sampled", "wall_time_s")
+            "supernet_val_acc", "archs_sampled", "wall_time_s", "measured_pick")
     return {k: run.get(k) for k in keys if k in run}
 
 

@@ -180,8 +180,9 @@ def _check(config: ExportConfig) -> dict:
     _check_config(config)
     if config.run_dir is None or config.arch is not None:
         raise ExportError("--top-k trains candidates of a search run: give --run (and no --arch)")
-    if config.budget is not None or config.pareto_index is not None:
-        raise ExportError("--top-k chooses the candidates itself; drop --budget / --pareto-index")
+    if config.budget is not None or config.pareto_index is not None or config.measured_pick:
+        raise ExportError("--top-k chooses the candidates itself (and measures each); drop --budget / "
+                          "--pareto-index / --measured-pick")
     if config.from_supernet and not (Path(config.run_dir) / "supernet.pt").is_file():
         raise ExportError(f"--from-supernet: {str(Path(config.run_dir) / 'supernet.pt')!r} does not exist")
     if config.predictor is not None and not Path(config.predictor).is_file():

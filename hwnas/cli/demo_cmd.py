@@ -19,6 +19,9 @@ from hwnas.cli._common import echo_json, human, json_option
 @click.option("--budget-confidence", default=0.9, show_default=True, type=float,
               help="The search's pick must meet the budget with this probability under the predictor's "
                    "uncertainty (0: its median prediction must).")
+@click.option("--measured-pick", default=8, show_default=True, type=click.IntRange(min=0),
+              help="Before training, time up to N candidates here (the search's pick first, then its Pareto archs) "
+                   "and ship the first measured 5% under the budget (0: the search's pick as predicted).")
 @click.option("--strategy", default="fpnas", show_default=True, help="Search strategy (fpnas, parsec, random, ...).")
 @click.option("--search-epochs", default=6, show_default=True, type=click.IntRange(min=2), help="Supernet epochs, warm-up included.")
 @click.option("--export-epochs", default=5, show_default=True, type=click.IntRange(min=0), help="Stand-alone training epochs of the winner.")
@@ -30,7 +33,7 @@ from hwnas.cli._common import echo_json, human, json_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="The search's batch of one step (over all ranks under torchrun: a multiple of their number).")
 @json_option
-def demo(out, resume, quick, adapt_archs, num_archs, latency_budget, budget_confidence, strategy, search_epochs, export_epochs, limit, seed,
+def demo(out, resume, quick, adapt_archs, num_archs, latency_budget, budget_confidence, measured_pick, strategy, search_epochs, export_epochs, limit, seed,
          threads, device, batch_size, as_json):
     """Run profile -> predictor -> search -> export on the embedded defaults.
 
@@ -54,7 +57,7 @@ def demo(out, resume, quick, adapt_archs, num_archs, latency_budget, budget_conf
     config = PipelineConfig(
         out=out or default_out(), quick=quick, adapt_archs=adapt_archs, num_archs=num_archs,
         latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
-        budget_confidence=budget_confidence or None, strategy=strategy, search_epochs=search_epochs,
+        budget_confidence=budget_confidence or None, measured_pick=measured_pick, strategy=strategy, search_epochs=search_epochs,
         export_epochs=export_epochs, limit=limit, seed=seed, threads=threads, device=device, batch_size=batch_size,
         resume=resume,
     )
@@ -103,6 +106,9 @@ def _summary(res) -> None:
            if res.measured_reference else "")
     t.add_row("measured latency", f"{ms(res.measured_latency_ms)} {verdict}{ref}"
                                   f"{contention_note(res.measured_steal_share)}")
+    if res.measured_pick:
+        t.add_row("measured pick", f"{len(res.measured_pick['measured'])} candidate(s) timed before training: "
+                                   f"{res.measured_pick['reason']}")
     if res.adapted:
         far = "" if res.canary_vs_data is None else f"; this machine's canary runs {res.canary_vs_data:.2f}x theirs"
         loo = res.adapted["loo_metrics"]

@@ -50,6 +50,13 @@ def _pick_budget(run_dir, text):
 @click.option("--pareto-index", type=int, default=None,
               help="Ship the K-th arch of the run's Pareto front (0: the cheapest).")
 @click.option("--predictor", type=click.Path(), help="Predictor file for the predicted latency (default: the run's).")
+@click.option("--measured-pick", "measured_pick", type=int, default=0, show_default=True, metavar="N",
+              help="Before training, time up to N candidates on this machine (the run's pick, then its Pareto "
+                   "archs meeting the budget, most accurate first) and ship the first measured at least "
+                   "--measured-margin under the latency budget. 0: ship the run's pick as predicted.")
+@click.option("--measured-margin", type=float, default=0.05, show_default=True,
+              help="With --measured-pick: the share under the budget a candidate must measure (the final check "
+                   "times the trained model again).")
 @click.option("--top-k", "top_k", type=int, default=None, metavar="K",
               help="Train the run's K best candidates and pick one: its per-budget picks when it searched several "
                    "budgets, else its Pareto-front archs meeting its budget, ranked by supernet accuracy. Ships "
@@ -65,7 +72,7 @@ def _pick_budget(run_dir, text):
 @json_option
 def export(run_dir, space, arch, dataset, limit, epochs, from_supernet, optimizer, lr, batch_size, ep,
            allow_fallback, threads, runs, dynamic_batch, opset, seed, train_threads, latency_budget, pick_budget,
-           pareto_index, predictor, top_k, ray_address, ray_resource, out, as_json):
+           pareto_index, predictor, measured_pick, measured_margin, top_k, ray_address, ray_resource, out, as_json):
     """Train the chosen architecture, export ONNX and verify it.
 
     \b
@@ -83,6 +90,7 @@ def export(run_dir, space, arch, dataset, limit, epochs, from_supernet, optimize
     Examples:
       hwnas export --run runs/demo --epochs 10 --out runs/demo/model.onnx
       hwnas export --space tiny --arch k3_e2-skip-k3_e4-skip-k5_e2-skip --epochs 0 --out m.onnx
+      hwnas export --run runs/demo --measured-pick 8 --out runs/demo/model.onnx
       hwnas export --run runs/demo --top-k 4 --ray auto --out runs/demo/top4
     """
     from hwnas.export import ExportConfig, export_arch
@@ -95,7 +103,8 @@ def export(run_dir, space, arch, dataset, limit, epochs, from_supernet, optimize
         from_supernet=from_supernet, ep=ep,
         allow_fallback=allow_fallback, threads=threads, latency_runs=runs, dynamic_batch=dynamic_batch,
         opset=opset, latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
-        predictor=predictor, budget=budget_value, pareto_index=pareto_index,
+        predictor=predictor, budget=budget_value, pareto_index=pareto_index, measured_pick=measured_pick,
+        measured_margin=measured_margin,
     )
     if top_k is not None:
         return _top_k(cfg, top_k, ray_address, ray_resource, as_json)
@@ -183,6 +192,9 @@ def _print_export(r) -> None:
     lat = r.latency or {}
     ep = lat.get("ep_used", "-") + (" (FALLBACK from " + lat["ep"] + ")" if lat.get("fallback") else "")
     t.add_row("predicted latency", _fmt_ms(r.predicted_latency_ms))
+    mp = ((r.card or {}).get("search") or {}).get("measured_pick")
+    if mp:
+        t.add_row("measured pick", f"{len(mp['measured'])} candidate(s) timed before training: {mp['reason']}")
     measured = _fmt_ms(r.measured_latency_ms)
     if lat:
         measured += (f"  (p10 {lat['p10_ms']:.3f} .. p90 {lat['p90_ms']:.3f}, {lat['runs']} runs, {ep})"

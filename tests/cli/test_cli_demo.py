@@ -26,7 +26,11 @@ def test_demo_chain_writes_one_run_folder_and_resumes(tmp_path):
                  "model.onnx", "model.json", "summary.json"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["arch"] == res.arch == json.loads((out / "search/result.json").read_text())["arch"]
+    # the search's pick, timed here before training (and replaced when it measured over the budget)
+    pick = json.loads((out / "measured_pick.json").read_text())
+    timed = [m["arch"] for m in pick["measured"]]
+    assert timed[0] == json.loads((out / "search/result.json").read_text())["arch"]
+    assert summary["arch"] == res.arch == timed[pick["chosen"]] and summary["measured_pick"] == pick
     assert res.archs_measured == 16
     lo, hi = res.latency_range_ms
     assert lo <= res.latency_budget_ms <= hi  # the default budget lies inside the measured range
@@ -42,7 +46,7 @@ def test_demo_chain_writes_one_run_folder_and_resumes(tmp_path):
     assert stats["reference_ms"] == ref
     meta = {p.key: p.value for p in onnx.load(out / "model.onnx").metadata_props}
     assert meta["arch"] == res.arch
-    assert set(res.stage_seconds) == {"profile", "predictor", "search", "export"}
+    assert set(res.stage_seconds) == {"profile", "predictor", "search", "pick", "export"}
 
     rows = _rows(out / "latency.db")
     with pytest.raises(HwnasError, match="--resume"):
