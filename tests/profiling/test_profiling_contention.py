@@ -50,6 +50,10 @@ def test_fit_recovers_a_known_constant_and_is_accepted_only_when_the_data_demand
     # ratios that do not compress (fbnet on the benchmark's VM): noise only, no gain
     flat = accept_gamma(_observations(0.0, np.linspace(0.85, 1.45, 8), noise=0.03))
     assert flat["gamma"] == 0.0 and flat["gain"] < MIN_GAIN and "do not compress" in flat["why"]
+    # ratios that *expand* with contention (a negative constant fits the probes): refused, as the
+    # one such constant a calibration kept did not carry to the other archs (canary_m1.md)
+    expand = accept_gamma(_observations(-0.3, np.linspace(0.85, 1.45, 8), noise=0.01))
+    assert expand["gamma"] == 0.0 and expand["fitted"] >= 0.0 and "do not compress" in expand["why"]
     few = accept_gamma(_observations(0.4, [0.9, 1.4]))
     assert few["gamma"] == 0.0 and few["fitted"] is None
     assert gamma_of({"calibration": {"statistic": "q0.25"}}) == 0.0 and gamma_of(None) == 0.0
