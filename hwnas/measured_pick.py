@@ -58,10 +58,13 @@ class MeasuredPick:
         return asdict(self)
 
 
-def _candidates(run: dict, run_dir: Path, n: int) -> list[dict]:
+def _candidates(run: dict, run_dir: Path, n: int, budget_ms: float | None) -> list[dict]:
     from hwnas.export_candidates import run_candidates
 
-    cs = run_candidates(run, run_dir)
+    cs = run_candidates(run, run_dir, latency_budget_ms=budget_ms)
+    if cs.cost_kind != "latency":
+        raise ExportError("--measured-pick walks a Pareto front of predicted latencies; this run's front is in "
+                          f"{cs.cost_kind} (a FLOPs-budget search): export its pick without --measured-pick")
     out = [{"arch": run["arch"], "pareto_index": None, "supernet_acc": run.get("supernet_val_acc"),
             "predicted_ms": run.get("predicted_latency_ms")}]
     for c in cs.candidates:
@@ -115,7 +118,7 @@ def measured_pick(run: dict, run_dir: str | Path, n: int, *, margin: float = DEF
                           f"predictor {pred_path!r} is not there")
     space = get_space(run["space"])
     fp = load_predictor(pred_path, space=space, force=True).fingerprint
-    cands = _candidates(run, Path(run_dir), n)
+    cands = _candidates(run, Path(run_dir), n, budget_ms)
     resolution = run.get("resolution")
     canary = build_canary(space.name, arch=((fp or {}).get("canary") or {}).get("arch"), resolution=resolution)
     ref = reference_for(canary, fp, ep=ep, threads=threads, allow_fallback=allow_fallback)
