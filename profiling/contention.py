@@ -33,8 +33,8 @@ import numpy as np
 
 # the fit's search range.  Compression only (gamma >= 0): the one negative constant a calibration
 # ever kept (fbnet on the fam 25 model 1 host, -0.25, its two probes agreeing) made fbnet's
-# re-measurements worse there (+-5%: 88-90% against 98-100% with none), and the constant that
-# served its 40 benchmark archs best was 0 +- 0.1 (benchmarks/results/canary_m1.md)
+# re-measurements worse there (+-5%: 88-98% against 98-100% with none), and the constants that
+# served its 40 benchmark archs best lay at 0 to +0.2 (benchmarks/results/canary_m1_gamma_sweep.md)
 GAMMA_BOUNDS = (0.0, 1.5)
 MIN_SPAN = 1.10  # max f / min f over the probes' sessions
 MIN_GAIN = 0.25  # share of the within-probe variance the constant must remove
