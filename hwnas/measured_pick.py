@@ -4,8 +4,8 @@ candidates until one does.
 
 Why: a search pushes its pick up to the budget *by prediction*, and the pick is the arch the
 predictor under-estimated most among those it liked (the winner's curse): on a fresh clone
-the demo's pick was predicted 8% under its budget and measured 5% over it, with the
-measurement repeatable to 1% (README, "The main job").  Timing an arch costs a second
+the demo's pick was predicted 8% under its budget and measured 4.5% over it, and re-timing
+repeated that within 2% (README, "The main job").  Timing an arch costs a second
 (its graph with seeded weights, the profiler's own, against the canary: the rows the
 predictor learned from), training it costs minutes, so the check belongs before the
 training.  The export's final check then times the trained model again; it is a second
@@ -44,10 +44,6 @@ class MeasuredPick:
     chosen: int  # index into ``measured``
     reason: str
     reference_source: str
-
-    @property
-    def arch(self) -> str:
-        return self.measured[self.chosen]["arch"]
 
     @property
     def pareto_index(self) -> int | None:
