@@ -93,9 +93,8 @@ def measured_pick(run: dict, run_dir: str | Path, n: int, *, margin: float = DEF
     predictor file, whose canary and reference the measurements use, as the export's final
     check does (``hwnas.profiling.protocol``)."""
     from hwnas.predictors import load_predictor
-    from hwnas.profiling.canary import build_canary
     from hwnas.profiling.onnx_graph import arch_to_onnx
-    from hwnas.profiling.protocol import measure_model, reference_for
+    from hwnas.profiling.protocol import data_canary, measure_model
     from hwnas.space import get_space
 
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -116,8 +115,7 @@ def measured_pick(run: dict, run_dir: str | Path, n: int, *, margin: float = DEF
     fp = load_predictor(pred_path, space=space, force=True).fingerprint
     cands = _candidates(run, Path(run_dir), n, budget_ms)
     resolution = run.get("resolution")
-    canary = build_canary(space.name, arch=((fp or {}).get("canary") or {}).get("arch"), resolution=resolution)
-    ref = reference_for(canary, fp, ep=ep, threads=threads, allow_fallback=allow_fallback)
+    canary, ref = data_canary(space.name, resolution, fp, ep=ep, threads=threads, allow_fallback=allow_fallback)
     measured = []
     for i, c in enumerate(cands):
         model = arch_to_onnx(space, c["arch"], resolution=None if space.searchable_resolution else resolution)

@@ -142,17 +142,27 @@ def measure_model(model_bytes: bytes, canary, reference: Reference, *, ep: str =
                         gamma=reference.gamma)
 
 
-def measure_like_data(model_bytes: bytes, space: str, resolution: int, predictor_fp: dict | None, *,
-                      ep: str = "cpu", threads: int = 1, warmup: int = 10, runs: int = 50, sessions: int = 3,
-                      gap_s: float = 0.5, allow_fallback: bool = False, batch_size: int = 1) -> ModelLatency:
-    """A model of ``space`` timed as a predictor's training rows were: against that data's
-    canary (the default rule's where the predictor carries none), on the data's reference
-    when this machine measured them (``reference_for``), with the drift warning then."""
+def data_canary(space: str, resolution: int | None, predictor_fp: dict | None, *, ep: str = "cpu",
+                threads: int = 1, allow_fallback: bool = False, batch_size: int = 1):
+    """(canary, ``Reference``) that a predictor's training rows were timed against: that data's
+    canary arch (the default rule's where the predictor carries none), and the data's
+    reference when this machine measured them, else one calibrated here (``reference_for``).
+    Build it once to time several models alike (``hwnas.measured_pick``)."""
     from hwnas.profiling.canary import build_canary
 
     theirs = (predictor_fp or {}).get("canary") or {}
     canary = build_canary(space, arch=theirs.get("arch"), resolution=resolution, batch_size=batch_size)
-    ref = reference_for(canary, predictor_fp, ep=ep, threads=threads, allow_fallback=allow_fallback)
+    return canary, reference_for(canary, predictor_fp, ep=ep, threads=threads, allow_fallback=allow_fallback)
+
+
+def measure_like_data(model_bytes: bytes, space: str, resolution: int, predictor_fp: dict | None, *,
+                      ep: str = "cpu", threads: int = 1, warmup: int = 10, runs: int = 50, sessions: int = 3,
+                      gap_s: float = 0.5, allow_fallback: bool = False, batch_size: int = 1) -> ModelLatency:
+    """A model of ``space`` timed as a predictor's training rows were: against that data's
+    canary, on the data's reference when this machine measured them (``data_canary``), with
+    the drift warning then."""
+    canary, ref = data_canary(space, resolution, predictor_fp, ep=ep, threads=threads,
+                              allow_fallback=allow_fallback, batch_size=batch_size)
     m = measure_model(model_bytes, canary, ref, ep=ep, threads=threads, warmup=warmup, runs=runs, sessions=sessions,
                       gap_s=gap_s, allow_fallback=allow_fallback, batch_size=batch_size)
     if ref.source == "predictor":
