@@ -31,6 +31,10 @@ from hwnas.cli._progress import SearchBar
 @click.option("--budget-quantile", type=float, default=None,
               help="Tail-latency budget: the arch's QUANTILE (e.g. 0.9) of predicted latency, from the "
                    "predictor's uncertainty, must meet the budget.")
+@click.option("--refine", type=int, default=0, show_default=True, metavar="N",
+              help="Before the final pick, time the N most accurate scored candidates near the latency budget on "
+                   "this machine, adapt the predictor to them and pick again (result.json 'refine'; 0: off). "
+                   "Searches pick where the predictor is optimistic; this corrects it there.")
 @click.option("--penalty", type=click.Choice(["hinge", "mnas", "differentiable", "logcost"]), default=None,
               help="hinge (default; dmasking: differentiable): reward - beta*max(0, c/T - 1); mnas: acc*(c/T)^w; "
                    "differentiable: expected cost of the distribution added to its loss; logcost: FP-NAS's "
@@ -107,7 +111,7 @@ from hwnas.cli._progress import SearchBar
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory, e.g. runs/NAME.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @json_option
-def search(space, strategy, latency_budget, flops_budget, latency_budgets, budget_quantile, penalty, penalty_weight, predictor, force, dataset, limit,
+def search(space, strategy, latency_budget, flops_budget, latency_budgets, budget_quantile, refine, penalty, penalty_weight, predictor, force, dataset, limit,
            epochs, warmup_epochs, samples_per_step, train_paths, arch_lr, switch_epoch, estimator, weight_estimator, lam,
            train_sampler, sampler_params, strategy_params, search_stage_steps, pool_size, candidates, keep_top, batch_size, reward, private_bn, class_schedule, seed, threads, device, rank_paths, grad_sync, out, resume,
            as_json):
@@ -150,7 +154,7 @@ def search(space, strategy, latency_budget, flops_budget, latency_budgets, budge
         space=space, strategy=strategy, dataset=dataset, epochs=epochs, warmup_epochs=warmup_epochs, seed=seed,
         out=out, latency_budget_ms=None if latency_budget is None else parse_latency_ms(latency_budget),
         flops_budget=None if flops_budget is None else parse_flops(flops_budget), penalty=penalty,
-        budgets=budgets, budget_quantile=budget_quantile,
+        budgets=budgets, budget_quantile=budget_quantile, refine=refine,
         penalty_weight=penalty_weight, predictor=predictor, force=force, reward=reward,
         samples_per_step=samples_per_step, train_paths=train_paths, arch_lr=arch_lr, switch_epoch=switch_epoch,
         weight_estimator=weight_estimator, strategy_params=sparams, train_sampler=train_sampler,
@@ -229,6 +233,12 @@ def _summary(r) -> None:
         what = b["arch"] if b["arch"] else "no candidate meets it"
         cost = "" if b["cost"] is None else f" ({b['cost']:.4g}, supernet acc {b['acc']:.3f})"
         t.add_row(f"pick for {b['budget']:.4g}", f"{what}{cost}")
+    if r.refine:
+        f = r.refine
+        changed = "kept" if f["base_final"] == r.arch else f"was {f['base_final']}"
+        t.add_row("refined", f"{len(f['measured'])} archs measured near the budget, leave-one-out MAPE "
+                             f"{100 * f['loo']['mape']:.1f}%; base prediction of the search's pick "
+                             f"{f['base_final_ms']:.4g} ms ({changed})")
     if r.pareto_front:
         t.add_row("Pareto front", f"{r.pareto_front} archs (pareto.json, pareto.png)")
     if r.world_size > 1:

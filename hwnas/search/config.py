@@ -54,6 +54,9 @@ class SearchConfig:
     # latency budgets as a tail: the arch's q-quantile of predicted latency (the predictor's
     # out-of-fold residuals) must meet the budget; None: its median prediction
     budget_quantile: float | None = None
+    # before the final pick, time this many of the run's most accurate candidates near the latency
+    # budget here and adapt the predictor to them (``hwnas.search.refine``); 0: the base predictor
+    refine: int = 0
     # how the budget enters (``penalty.py``); None: the strategy's preset (dmasking: "differentiable"), else "hinge"
     penalty: str | None = None
     penalty_weight: float = 2.0
@@ -148,6 +151,11 @@ class SearchConfig:
                 raise SearchError("budget_quantile applies to a latency budget (it uses the predictor's uncertainty)")
             if not 0.0 < float(self.budget_quantile) < 1.0:
                 raise SearchError(f"budget_quantile must be in (0, 1), e.g. 0.9, got {self.budget_quantile}")
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
+            raise SearchError(f"refine must be an integer >= 0 (candidates to measure; 0: off), got {self.refine!r}")
+        if self.refine and self.latency_budget_ms is None:
+            raise SearchError("refine measures candidates near a latency budget: set latency_budget_ms "
+                              "(--latency-budget) with a --predictor")
         self._check_sampler()
         self._check_strategy_params()
         self._check_class_schedule()
@@ -296,6 +304,9 @@ class SearchResult:
     # post-warm-up training steps after which the training sampler ended training (GreedyNAS's
     # early stop on a stable pool); None: it trained every epoch
     train_stopped_at: int | None = None
+    # ``--refine``: the measured region, the adapted predictor's leave-one-out error there, and
+    # the pick by the base predictor (``hwnas.search.refine.Refinement``); None: not refined
+    refine: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -29,10 +29,16 @@ def final_result(loop, cost_res: int | None, step: int, out: Path | None) -> Sea
                                                  loop.data)
     fallback = costs.crange.min_arch if costs.crange is not None else None
     choice = pen.select_final(strategy, costs.cost_fn, costs.limit, fallback=fallback)
+    points, cost_kind = pareto_points(loop, cost_res)
+    refinement = None
+    if config.refine:  # one process only (``run_setup.setup``)
+        refinement, points = _refine(loop, points, choice, cost_res)
+        choice = pen.select_final(strategy, costs.cost_fn, costs.limit, fallback=fallback)
+        refinement = dataclasses.replace(
+            refinement, final_in_fit=str(choice.arch) in {r["arch"] for r in refinement.measured})
     arch = choice.arch
     xva, yva = data.val.tensors
     val_loss, val_acc = evaluate_arch(net, arch, (xva, yva), batch_size=loop.vb)
-    points, cost_kind = pareto_points(loop, cost_res)
     ac = arch_cost(space, arch, cost_res, data.num_classes)
     wall = loop.clock()
     pred_ms = float(costs.lat_fn([arch])[0]) if costs.lat_fn is not None else None
@@ -53,6 +59,7 @@ def final_result(loop, cost_res: int | None, step: int, out: Path | None) -> Sea
         switched_at=getattr(strategy, "switched_at", None), out=None if out is None else str(out),
         budget_quantile=config.budget_quantile, world_size=loop.world.size,
         train_stopped_at=loop.train_sampler.stopped_at,
+        refine=None if refinement is None else refinement.to_dict(),
     )
     per_budget = per_budget_picks(config, costs, points, result, choice.cost)
     result = dataclasses.replace(result, per_budget=per_budget, pareto_front=len(pareto.front(points)))
@@ -65,6 +72,26 @@ def final_result(loop, cost_res: int | None, step: int, out: Path | None) -> Sea
         if records:
             plot_log(records, out / "search.png", f"{config.strategy} on {space.name}: {arch}")
     return result
+
+
+def _refine(loop, points, choice, cost_res):
+    """``--refine``: measure the region around the budget, swap the run's latency costs for the
+    adapted predictor's (``hwnas.search.refine``), re-cost the scored candidates."""
+    from hwnas.search import refine
+
+    config, space, costs = loop.config, loop.space, loop.costs
+    archs = refine.region(points, costs.limit, int(config.refine), exclude=str(choice.arch))
+    resolution = space.resolution(choice.arch, cost_res)  # as the export's check of the pick times it
+    base_final_ms = float(costs.lat_fn([choice.arch])[0])
+    adapted, measured, speed = refine.adapt_to_region(space, costs.predictor, archs, resolution,
+                                                      threads=config.threads or 1)
+    costs.predictor = adapted
+    costs.cost_fn = pen.latency_cost_fn(adapted, quantile=config.budget_quantile)
+    costs.lat_fn = pen.latency_cost_fn(adapted)
+    new_cost = costs.cost_fn([space.parse(p.arch) for p in points])
+    points = [dataclasses.replace(p, cost=float(c)) for p, c in zip(points, new_cost)]
+    return refine.Refinement(measured=tuple(measured), loo=adapted.metrics_["loo"], speed_factor=float(speed),
+                             base_final=str(choice.arch), base_final_ms=base_final_ms), points
 
 
 def pareto_points(loop, cost_res):

@@ -49,6 +49,9 @@ def setup(config: SearchConfig, out: Path | None, world) -> Run:
     from hwnas.space import get_space
 
     check_batch(config.batch_size, world)
+    if config.refine and world.size > 1:  # rank 0 would time and re-pick alone; the ranks must agree
+        raise SearchError(f"--refine times candidates in one process; this run has {world.size} ranks: "
+                          "search under torchrun without it, then time candidates with 'hwnas export --measured-pick'")
     space = get_space(config.space)
     res = config.resolution or (max(space.resolutions) if space.searchable_resolution else space.default_resolution)
     cost_res = None if space.searchable_resolution else int(res)

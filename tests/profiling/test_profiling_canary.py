@@ -11,7 +11,7 @@ from hwnas.errors import ProfilingError
 from hwnas.profiling.campaign import CampaignConfig, run_campaign
 from hwnas.profiling.canary import build_canary, calibrate, default_canary_arch
 from hwnas.profiling.onnx_graph import arch_to_onnx
-from hwnas.profiling.paired import PairedTimer
+from hwnas.profiling.paired import PairedTimer, cache_context_ratios
 from hwnas.profiling.stats import ratio_estimates
 from hwnas.profiling.store import SCHEMA_VERSION, LatencyStore
 from hwnas.space import get_space
@@ -61,7 +61,19 @@ def test_paired_timer_times_an_arch_against_itself_at_ratio_one(micro_space):
     tiny = get_space("tiny")
     bigger = arch_to_onnx(tiny, tiny.parse("-".join(["k5_e6_se"] * 6))).SerializeToString()
     assert timer.measure(bigger, runs=40).ratio > 2 * m.ratio
-    assert set(m.estimates) == {"median_of_ratios", "ratio_of_medians", "trimmed_mean_of_ratios"}
+    assert set(m.estimates) == {"median_of_ratios", "ratio_of_medians", "trimmed_mean_of_ratios",
+                                "warm_median_of_ratios", "cold_median_of_ratios"}
+
+
+def test_cache_context_ratios_pair_each_warm_run_with_its_warm_neighbour():
+    # PairedTimer's order a0 c0 | c1 a1 | a2 c2 | c3 a3 | a4 c4: a2, a4 follow an arch run and
+    # c1, c3 a canary run (warm); a1, a3 follow a canary run and c2, c4 an arch run (cold)
+    arch = [9.0, 3.0, 2.0, 3.3, 2.2]
+    canary = [9.0, 1.0, 1.5, 1.1, 1.5]
+    est = cache_context_ratios(arch, canary)
+    assert est["warm_median_of_ratios"] == pytest.approx(np.median([2.0 / 1.0, 2.2 / 1.1]))
+    assert est["cold_median_of_ratios"] == pytest.approx(np.median([3.0 / 1.5, 3.3 / 1.5]))
+    assert cache_context_ratios(arch[:3], canary[:3]) == {}  # one warm pair is not an estimate
 
 
 def _largest(space):
