@@ -25,6 +25,13 @@ arch is measured with the same protocol, against that data's canary and referenc
 
     .venv/bin/python benchmarks/search_bench.py            # ~30 min on a 2-vCPU VM
     .venv/bin/python benchmarks/search_bench.py --seeds 1 --epochs 4   # smoke
+    .venv/bin/python benchmarks/search_bench.py --space fbnetv2_cpu --out benchmarks/results/search_fbnetv2
+
+``--space fbnetv2_cpu`` is the paper's space (split-attention and a searchable resolution
+included) at a CPU's size, ``benchmarks/spaces/fbnetv2_cpu.yaml``: the benchmark registers it
+under that name; any registered space or YAML path works too.  A searchable resolution feeds
+the data at the largest one and resizes per path, in the search and in the stand-alone
+training alike.
 
 Writes benchmarks/results/search.json (every run) and benchmarks/results/search.md.
 """
@@ -43,6 +50,19 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+SPACES = ROOT / "benchmarks" / "spaces"
+
+
+def bench_space(name: str):
+    """A registered space, a YAML path, or one of ``benchmarks/spaces`` (registered under its
+    name, so that the profiler and the search resolve it like a built-in)."""
+    from hwnas.space import get_space, list_spaces, register_space
+    from hwnas.space._loader import load_space_file
+
+    path = SPACES / f"{name}.yaml"
+    if name not in list_spaces() and path.is_file():
+        register_space(name, lambda: load_space_file(path))
+    return get_space(name)
 
 
 def train_standalone(space, arch, data, epochs, batch_size, seed, lr=0.05):
@@ -56,7 +76,13 @@ def train_standalone(space, arch, data, epochs, batch_size, seed, lr=0.05):
     torch.manual_seed(seed)
     model = build_model(space, arch, num_classes=data.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
+    res = space.resolution(arch) if space.searchable_resolution else None
+
+    def at_res(x):  # the data come at the largest resolution: resized as the supernet does
+        return x if res is None else F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+
     x, y = data.train.tensors
+    x = at_res(x)
     n = len(y)
     for ep in range(epochs):
         model.train()
@@ -69,7 +95,7 @@ def train_standalone(space, arch, data, epochs, batch_size, seed, lr=0.05):
             opt.step()
     model.eval()
     with torch.no_grad():
-        return tuple(float((model(x).argmax(1) == y).float().mean())
+        return tuple(float((model(at_res(x)).argmax(1) == y).float().mean())
                      for x, y in (data.val.tensors, data.test.tensors))
 
 
@@ -84,20 +110,20 @@ def measured_ms(space, arch, repeats, predictor_fp, gap_s=0.5):
                                    space.resolution(arch), predictor_fp, sessions=repeats, gap_s=gap_s).latency_ms)
 
 
-def profile_here(db: Path, n: int, seed: int = 7):
-    """``n`` tiny archs profiled on this machine with the default protocol -> its dataset."""
+def profile_here(db: Path, n: int, space_name: str, seed: int = 7):
+    """``n`` archs of the space profiled on this machine with the default protocol -> its dataset."""
     from hwnas.profiling.campaign import CampaignConfig, run_campaign
     from hwnas.profiling.store import LatencyStore
 
     with LatencyStore(db) as store:
-        res = run_campaign(store, CampaignConfig(space="tiny", num_archs=n, seed=seed))
+        res = run_campaign(store, CampaignConfig(space=space_name, num_archs=n, seed=seed))
         print(f"profiled {res.measured} archs in {res.wall_s:.0f} s; canary {res.canary['arch']} reference "
               f"{res.canary['reference_ms']:.4f} ms, state constant {res.canary['gamma']:.2f}", flush=True)
-        return store.dataset("tiny")
+        return store.dataset(space_name)
 
 
 def fit_predictor(space, path, d, seed=0):
-    """The MLP on latencies measured on this machine (the shipped tiny_cpu.csv describes another)."""
+    """The MLP on latencies measured on this machine (shipped data describe another)."""
     from hwnas.predictors import create_predictor, regression_metrics, split_rows
 
     archs = [space.parse(a) for a in d.archs]
@@ -122,6 +148,7 @@ def mean_std(xs):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--space", default="tiny", help="tiny, fbnetv2_cpu (benchmarks/spaces), or any space")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=1)
@@ -145,13 +172,11 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     from hwnas.data import load_dataset
     from hwnas.search import SearchConfig, create_strategy, run_search
-    from hwnas.space import get_space
-
-    space = get_space("tiny")
+    space = bench_space(args.space)
     work = Path(tempfile.mkdtemp(prefix="hwnas_search_bench_"))
-    pred_path = work / "tiny_here_mlp.hwp"
+    pred_path = work / f"{space.name}_here_mlp.hwp"
     t0 = time.perf_counter()
-    data_here = profile_here(work / "latency.db", args.profile_archs)
+    data_here = profile_here(work / "latency.db", args.profile_archs, space.name)
     predictor, pmetrics, lat = fit_predictor(space, pred_path, data_here)
     from hwnas.profiling.contention import gamma_of
     from hwnas.profiling.fingerprint import device_name
@@ -161,7 +186,8 @@ def main(argv=None):
                 "gamma": gamma_of(data_here.fingerprint.get("canary")), "wall_s": time.perf_counter() - t0}
     budget = float(np.quantile(lat, args.budget_quantile))
     print(f"predictor: {pmetrics}  budget {budget:.4f} ms ({time.perf_counter() - t0:.1f}s)", flush=True)
-    data = load_dataset("digits", 32, seed=0, limit=args.limit, test_fraction=args.test_fraction)
+    data_res = max(space.resolutions) if space.searchable_resolution else space.default_resolution
+    data = load_dataset("digits", data_res, seed=0, limit=args.limit, test_fraction=args.test_fraction)
     k0 = create_strategy("fpnas", space).num_samples()
 
     rows = []
@@ -174,7 +200,7 @@ def main(argv=None):
             if k == "mean":
                 k = max(1, int(round(k_mean)))
             t = time.perf_counter()
-            cfg = SearchConfig(space="tiny", strategy=strategy, dataset="digits", epochs=args.epochs,
+            cfg = SearchConfig(space=space.name, strategy=strategy, dataset="digits", epochs=args.epochs,
                                warmup_epochs=args.warmup, seed=seed, latency_budget_ms=budget,
                                predictor=str(pred_path), samples_per_step=k or k0,
                                # random search holds no distribution for log C to act on: hinge-shaped rewards
@@ -202,17 +228,18 @@ def main(argv=None):
             out_json.write_text(json.dumps({"args": vars(args), "k0": k0, "predictor_metrics": pmetrics,
                                             "profiled": profiled,
                                             "budget_ms": budget, "runs": rows}, indent=2, default=float))
-    write_md(Path(args.out).with_suffix(".md"), args, k0, pmetrics, budget, rows, time.perf_counter() - t0, profiled)
+    write_md(Path(args.out).with_suffix(".md"), args, space, k0, pmetrics, budget, rows, time.perf_counter() - t0,
+             profiled)
 
 
-def write_md(path, args, k0, pmetrics, budget, rows, total_s, profiled):
+def write_md(path, args, space, k0, pmetrics, budget, rows, total_s, profiled):
     groups = {}
     for r in rows:
         groups.setdefault(r["label"], []).append(r)
     m = lambda rs, key: statistics.mean(r[key] for r in rs)  # noqa: E731
     sd = lambda rs, key: statistics.stdev(r[key] for r in rs) if len(rs) > 1 else 0.0  # noqa: E731
     lines = [
-        "# Search benchmark: FP-NAS vs PARSEC as published, with controls (tiny, digits)",
+        f"# Search benchmark: FP-NAS vs PARSEC as published, with controls ({space.name}, digits)",
         "",
         f"Generated by `benchmarks/search_bench.py` ({len(rows)} runs, {total_s / 60:.1f} min) on a shared 2-vCPU VM "
         f"(CPU only, torch {args.threads} thread; load average {min(r['load_avg'] for r in rows):.1f}-"
@@ -226,7 +253,7 @@ def write_md(path, args, k0, pmetrics, budget, rows, total_s, profiled):
         f"step); uniform start (FP-NAS's factorized start equals PARSEC's joint one); Adam lr {args.arch_lr} on the "
         f"logits; budget {budget:.4f} ms predicted latency (the {args.budget_quantile:.0%} quantile of the "
         f"predictor's data) entering as FP-NAS's `beta log C` term (`--penalty {args.penalty}`). FP-NAS: "
-        f"K_t = max(1, round(H_t / 4)), so K0 = {k0} on tiny; switch to the joint distribution after half the "
+        f"K_t = max(1, round(H_t / 4)), so K0 = {k0} on {space.name}; switch to the joint distribution after half the "
         "search epochs. **Caps the settings put on the saving:** FP-NAS's K cannot fall below 1, so against "
         f"PARSEC at K0 = {k0} it samples at most {1 - 1 / k0:.0%} fewer archs.",
         "",
