@@ -40,11 +40,12 @@ def main(argv=None):
     from hwnas.profiling.onnx_graph import arch_to_onnx
     from hwnas.profiling.protocol import data_canary, measure_model
     from hwnas.search import SearchConfig, run_search
-    from hwnas.space import get_space
+    from search_bench import bench_space
 
     bench = json.loads(a.run.read_text())
     labels = a.labels.split(",")
     chosen = [r for r in bench["runs"] if r["label"] in labels]
+    space = bench_space(bench["args"].get("space", "tiny"))  # registered before the searches resolve it
     work = Path(tempfile.mkdtemp(prefix="hwnas_region_refine_"))
     t0 = time.time()
     rows = []
@@ -62,9 +63,8 @@ def main(argv=None):
         print(f"{r['label']} seed {r['seed']}: base {f['base_final']} -> {res.arch}", flush=True)
     search_s = time.time() - t0
 
-    space = get_space("tiny")
     fp = load_predictor(chosen[0]["predictor"], space=space, force=True).fingerprint
-    canary, ref = data_canary("tiny", 32, fp)
+    canary, ref = data_canary(space.name, None if space.searchable_resolution else space.default_resolution, fp)
     cache = {}
 
     def now(arch):
@@ -82,7 +82,7 @@ def main(argv=None):
     rep = {"host": host, "run": str(a.run), "refine": a.refine, "labels": labels, "rows": rows, "search_s": search_s,
            "wall_s": time.time() - t0, "refined_within_10": _within(ref_ratio, .10),
            "base_within_10": _within(base_ratio, .10), "reproduced_base_final": same}
-    L = ["# `hwnas search --refine`: does the final arch's prediction hold when measured?", "",
+    L = [f"# `hwnas search --refine`: does the final arch's prediction hold when measured? ({space.name})", "",
          f"{time.strftime('%Y-%m-%d %H:%M')}, `{host}`, `benchmarks/region_refine.py --run {a.run} --labels "
          f"{a.labels} --refine {a.refine}`, {rep['wall_s'] / 60:.1f} min. Each run repeats a `search_bench.py` run "
          "(its config.json: seed, data, predictor, budget) with `--refine`; then, in one process, the refined final "
