@@ -105,9 +105,9 @@ class PairedTimer:
                 c_times.append(_timed(canary_run, perf))
         arch = summarize_runs(opened, a_times, cpu, ep=self.ep, threads=self.threads, warmup=self.warmup,
                               first_run_ms=first_ms)
-        c_ms = [t * 1e3 for t in c_times]
-        est = ratio_estimates([t * 1e3 for t in a_times], c_ms)
-        est.update(cache_context_ratios([t * 1e3 for t in a_times], c_ms))
+        a_ms, c_ms = [t * 1e3 for t in a_times], [t * 1e3 for t in c_times]
+        est = ratio_estimates(a_ms, c_ms)
+        est.update(cache_context_ratios(a_ms, c_ms))
         cst = summarize(c_ms)
         return PairedMeasurement(arch=arch, canary_median_ms=cst.median_ms, canary_p10_ms=cst.p10_ms,
                                  canary_p90_ms=cst.p90_ms, ratio=est[DEFAULT_RATIO_ESTIMATOR], estimates=est,

@@ -87,7 +87,8 @@ def _refine(loop, points, choice, cost_res):
                                                       threads=config.threads or 1)
     costs.predictor = adapted
     costs.cost_fn = pen.latency_cost_fn(adapted, quantile=config.budget_quantile)
-    costs.lat_fn = pen.latency_cost_fn(adapted)
+    # as ``costs.data_costs``: without a tail budget the cost function already predicts (and memoises) the latency
+    costs.lat_fn = costs.cost_fn if config.budget_quantile is None else pen.latency_cost_fn(adapted)
     new_cost = costs.cost_fn([space.parse(p.arch) for p in points])
     points = [dataclasses.replace(p, cost=float(c)) for p, c in zip(points, new_cost)]
     return refine.Refinement(measured=tuple(measured), loo=adapted.metrics_["loo"], speed_factor=float(speed),
