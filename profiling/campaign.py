@@ -356,8 +356,14 @@ def stored_canary(store, cfg: CampaignConfig, dev: str, resolution: int | None):
     from hwnas.profiling.canary import rebuild_stored
 
     space = get_space(cfg.space)
-    res = resolution if resolution is not None else space.default_resolution
-    stored = store.canary(dev, cfg.space, res, cfg.batch_size)
+    if space.searchable_resolution:
+        # the canary is an arch that carries its own resolution (``build_canary``), not the
+        # space's default one: one canary per space and batch, whatever the arch's resolution
+        stored = next((c for c in store.canaries(dev) if c["space"] == cfg.space and c["batch"] == cfg.batch_size),
+                      None)
+    else:
+        res = resolution if resolution is not None else space.default_resolution
+        stored = store.canary(dev, cfg.space, res, cfg.batch_size)
     if stored is None:
         return None
     if cfg.canary_arch is not None and str(space.parse(cfg.canary_arch)) != stored["arch"]:

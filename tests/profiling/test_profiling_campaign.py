@@ -1,6 +1,8 @@
 """Campaigns: sampling, skipping stored archs, resuming, error rows, Ctrl-C."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,8 @@ from hwnas.cost import arch_cost
 from hwnas.errors import ProfilingError
 from hwnas.profiling.campaign import CampaignConfig, measure_arch, run_campaign
 from hwnas.profiling.sampling import sample_archs
+from hwnas.space import register_space, space_from_dict, unregister_space
+from tests.conftest import MICRO_SPEC
 
 FAST = dict(warmup=1, runs=3, calibration_sessions=2, calibration_gap_s=0.0)
 
@@ -52,6 +56,24 @@ def test_n_then_n_more_adds_n_new(store, micro_space):
               "export_ms", "session_ms", "timed_total_ms"):
         assert row[k] is not None, k
     assert row["runs"] == 3 and row["warmup"] == 1 and row["status"] == "ok" and row["fallback"] == 0
+
+
+def test_second_campaign_on_a_searchable_resolution_space_reuses_its_canary(store):
+    """Such a space's canary is an arch at its own resolution, not the space's default one:
+    a second campaign once looked for a canary at the default, found none and stopped on
+    the stored one ("already has a canary")."""
+    spec = dict(MICRO_SPEC, name="micro_res", resolutions=[16, 24], searchable_resolution=True)
+    unregister_space("micro_res")
+    register_space("micro_res", lambda: space_from_dict(dict(spec)))
+    try:
+        cfg = CampaignConfig(space="micro_res", num_archs=3, **FAST)
+        r1 = run_campaign(store, cfg)
+        r2 = run_campaign(store, dataclasses.replace(cfg, seed=1))
+        assert (r1.measured, r2.measured) == (3, 3)
+        assert r2.canary["arch"] == r1.canary["arch"] and len(store.canaries()) == 1
+        assert len({r["arch"] for r in store.rows("micro_res")}) == 6
+    finally:
+        unregister_space("micro_res")
 
 
 def test_ctrl_c_stops_after_current_arch_and_resumes(store, micro_space):
