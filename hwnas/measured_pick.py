@@ -93,8 +93,7 @@ def measured_pick(run: dict, run_dir: str | Path, n: int, *, margin: float = DEF
     predictor file, whose canary and reference the measurements use, as the export's final
     check does (``hwnas.profiling.protocol``)."""
     from hwnas.predictors import load_predictor
-    from hwnas.profiling.onnx_graph import arch_to_onnx
-    from hwnas.profiling.protocol import data_canary, measure_model
+    from hwnas.profiling.protocol import DataTimer
     from hwnas.space import get_space
 
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -114,17 +113,14 @@ def measured_pick(run: dict, run_dir: str | Path, n: int, *, margin: float = DEF
     space = get_space(run["space"])
     fp = load_predictor(pred_path, space=space, force=True).fingerprint
     cands = _candidates(run, Path(run_dir), n, budget_ms)
-    resolution = run.get("resolution")
-    canary, ref = data_canary(space.name, resolution, fp, ep=ep, threads=threads, allow_fallback=allow_fallback)
+    timer = DataTimer(space, fp, run.get("resolution"), ep=ep, threads=threads, allow_fallback=allow_fallback)
     measured = []
     for i, c in enumerate(cands):
-        model = arch_to_onnx(space, c["arch"], resolution=None if space.searchable_resolution else resolution)
-        m = measure_model(model.SerializeToString(), canary, ref, ep=ep, threads=threads, warmup=warmup, runs=runs,
-                          sessions=sessions, gap_s=gap_s, allow_fallback=allow_fallback)
+        m = timer.measure(c["arch"], warmup=warmup, runs=runs, sessions=sessions, gap_s=gap_s)
         measured.append(dict(c, measured_ms=m.latency_ms, speed_factor=m.speed_factor))
         log.info("measured pick: candidate %d %s predicted %s ms, measured %.4f ms (budget %.4f)", i, c["arch"],
                  "?" if c["predicted_ms"] is None else f"{c['predicted_ms']:.4f}", m.latency_ms, budget)
         if m.latency_ms <= budget * (1 - margin):
             break
     chosen, reason = _choose(measured, float(budget), margin)
-    return MeasuredPick(float(budget), margin, tuple(measured), chosen, reason, ref.source)
+    return MeasuredPick(float(budget), margin, tuple(measured), chosen, reason, timer.reference.source)

@@ -155,6 +155,30 @@ def data_canary(space: str, resolution: int | None, predictor_fp: dict | None, *
     return canary, reference_for(canary, predictor_fp, ep=ep, threads=threads, allow_fallback=allow_fallback)
 
 
+class DataTimer:
+    """Times archs of ``space`` as a predictor's training rows were timed: one data canary
+    and reference (``data_canary``) for every arch, built once, then ``measure(arch)`` per
+    arch.  Why an object and not a loop: the export's measured pick stops at the first arch
+    under its budget, search ``--refine`` times a region and adapts, and the benchmarks
+    interleave archs of several runs, and all must time alike."""
+
+    def __init__(self, space, predictor_fp: dict | None, resolution: int | None = None, *, ep: str = "cpu",
+                 threads: int = 1, allow_fallback: bool = False):
+        self.space, self.ep, self.threads, self.allow_fallback = space, ep, threads, allow_fallback
+        self.resolution = None if space.searchable_resolution else resolution  # searchable: the arch's own
+        self.canary, self.reference = data_canary(space.name, resolution, predictor_fp, ep=ep, threads=threads,
+                                                  allow_fallback=allow_fallback)
+
+    def measure(self, arch, **kw) -> ModelLatency:
+        """``arch`` (an ``Arch`` or its string) exported and timed by ``measure_model`` (``kw``:
+        warmup, runs, sessions, gap_s)."""
+        from hwnas.profiling.onnx_graph import arch_to_onnx
+
+        model = arch_to_onnx(self.space, arch, resolution=self.resolution).SerializeToString()
+        return measure_model(model, self.canary, self.reference, ep=self.ep, threads=self.threads,
+                             allow_fallback=self.allow_fallback, **kw)
+
+
 def measure_like_data(model_bytes: bytes, space: str, resolution: int, predictor_fp: dict | None, *,
                       ep: str = "cpu", threads: int = 1, warmup: int = 10, runs: int = 50, sessions: int = 3,
                       gap_s: float = 0.5, allow_fallback: bool = False, batch_size: int = 1) -> ModelLatency:

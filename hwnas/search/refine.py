@@ -71,25 +71,22 @@ def adapt_to_region(space, predictor, archs: list[str], resolution: int | None, 
 
     from hwnas.predictors._adapt import MIN_SAMPLES, adapt_predictor
     from hwnas.predictors._data import LatencyData
-    from hwnas.profiling.onnx_graph import arch_to_onnx
-    from hwnas.profiling.protocol import data_canary, measure_model, warn_if_drifted
+    from hwnas.profiling.protocol import DataTimer, warn_if_drifted
 
     if len(archs) < MIN_SAMPLES:
         raise SearchError(f"--refine found {len(archs)} scored candidates within {REGION_SLACK:.0%} of the budget; "
                           f"adapting needs at least {MIN_SAMPLES}: loosen the budget or run without --refine")
-    res = None if space.searchable_resolution else resolution
-    canary, ref = data_canary(space.name, resolution, predictor.fingerprint, ep=ep, threads=threads)
+    timer = DataTimer(space, predictor.fingerprint, resolution, ep=ep, threads=threads)
     base_ms = predictor.predict(archs)
     measured, speeds = [], []
     for arch, b in zip(archs, base_ms):
-        m = measure_model(arch_to_onnx(space, arch, resolution=res).SerializeToString(), canary, ref, ep=ep,
-                          threads=threads, runs=runs, sessions=sessions)
+        m = timer.measure(arch, runs=runs, sessions=sessions)
         measured.append({"arch": arch, "base_ms": float(b), "measured_ms": float(m.latency_ms)})
         speeds.append(m.speed_factor)
         logger.info("refine: %s predicted %.4f ms, measured %.4f ms", arch, b, m.latency_ms)
     speed = statistics.median(speeds)
-    if ref.source == "predictor":  # once for the region, not once per arch
-        warn_if_drifted(speed, ref.reference_ms)
+    if timer.reference.source == "predictor":  # once for the region, not once per arch
+        warn_if_drifted(speed, timer.reference.reference_ms)
     data = LatencyData(space.name, tuple(archs), np.array([r["measured_ms"] for r in measured]),
                        device_id=predictor.device_id, fingerprint=predictor.fingerprint,
                        source="search --refine", device_name=predictor.device_name)
