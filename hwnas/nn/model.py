@@ -1,6 +1,7 @@
 """``Arch -> torch.nn.Module``: stem, the planned layers, head, pool, classifier."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from hwnas.nn.blocks import ConvBNAct, build_layer
@@ -30,3 +31,13 @@ def build_model(space: SearchSpace, arch: Arch | str, resolution: int | None = N
     """Build ``arch`` of ``space`` (weights from torch's default init; seed torch first)."""
     arch = space.parse(arch)
     return Network(plan_arch(space, arch, resolution, num_classes))
+
+
+def to_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Images ``x`` (NCHW) at ``resolution`` x ``resolution``, bilinear, corners not aligned.
+    Why one function: a searchable-resolution supernet is fed its data at the largest
+    resolution and resizes them per path (``Supernet.forward``, the relaxed forward), and a
+    stand-alone network trained on those data must see them resized the same way."""
+    if tuple(x.shape[-2:]) == (resolution, resolution):
+        return x
+    return torch.nn.functional.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)

@@ -73,6 +73,7 @@ from torch.func import functional_call
 from hwnas.errors import ArchError, TrainError, valid_list
 from hwnas.nn._supernet_layers import bn_tensors, centre
 from hwnas.nn.blocks import ConvBNAct
+from hwnas.nn.model import to_resolution
 from hwnas.nn.supernet import _bns, _set_bn
 from hwnas.nn.sync_bn import make_syncable
 from hwnas.space import RESOLUTION, Arch, SearchSpace
@@ -224,8 +225,7 @@ def relaxed_forward(net, x: torch.Tensor, gates) -> torch.Tensor:
         return _body(net, x, space.decisions, gates)
     branches = []  # one relaxed forward per live resolution, logits mixed (module docstring)
     for r, gr in _live(gates[0], RESOLUTION, _dim_values(space.decisions[0])[RESOLUTION], RESOLUTION):
-        xr = x if tuple(x.shape[-2:]) == (r, r) else F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
-        branches.append((_body(net, xr, space.decisions[1:], gates[1:]), gr))
+        branches.append((_body(net, to_resolution(x, r), space.decisions[1:], gates[1:]), gr))
     return _mix(branches)
 
 

@@ -64,7 +64,7 @@ from torch.func import functional_call
 from hwnas.errors import ArchError, TrainError, valid_list
 from hwnas.nn._supernet_layers import BN_POSITIONS, SuperLayer, bn_tensors, conv_weight, reachable_channels
 from hwnas.nn.blocks import ConvBNAct, build_layer
-from hwnas.nn.model import Network
+from hwnas.nn.model import Network, to_resolution
 from hwnas.nn.sync_bn import make_syncable
 from hwnas.nn.supernet_train import evaluate_arch, recalibrate_bn, train_supernet_epoch
 from hwnas.space import Arch, LayerPlan, NetPlan, SearchSpace, get_space, plan_arch
@@ -185,8 +185,8 @@ class Supernet(nn.Module):
     # -- forward ----------------------------------------------------------------
     def forward(self, x: torch.Tensor, arch: Arch | str | None = None) -> torch.Tensor:
         plan = self.plan(self.active if arch is None else arch)
-        if self.space.searchable_resolution and tuple(x.shape[-2:]) != (plan.resolution, plan.resolution):
-            x = F.interpolate(x, size=(plan.resolution, plan.resolution), mode="bilinear", align_corners=False)
+        if self.space.searchable_resolution:
+            x = to_resolution(x, plan.resolution)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         bn_state = self._bn_state()
