@@ -26,6 +26,12 @@ arch is measured with the same protocol, against that data's canary and referenc
     .venv/bin/python benchmarks/search_bench.py            # ~30 min on a 2-vCPU VM
     .venv/bin/python benchmarks/search_bench.py --seeds 1 --epochs 4   # smoke
     .venv/bin/python benchmarks/search_bench.py --space fbnetv2_cpu --out benchmarks/results/search_fbnetv2
+    .venv/bin/python benchmarks/search_bench.py --resume --out benchmarks/results/search_fbnetv2 --seeds 5
+
+``--resume`` continues a stopped run (a session that ran out of time) with its own settings,
+profiled data, predictor and budget, seed by seed, as long as its work folder is still on the
+machine that profiled it; a run it finds started but not recorded is searched again whole,
+so that its wall time is one run's.
 
 ``--space fbnetv2_cpu`` is the paper's space (split-attention and a searchable resolution
 included) at a CPU's size, ``benchmarks/spaces/fbnetv2_cpu.yaml``: the benchmark registers it
@@ -40,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -72,6 +79,7 @@ def train_standalone(space, arch, data, epochs, batch_size, seed, lr=0.05):
     import torch.nn.functional as F
 
     from hwnas.nn import build_model
+    from hwnas.nn.model import to_resolution
 
     torch.manual_seed(seed)
     model = build_model(space, arch, num_classes=data.num_classes)
@@ -79,7 +87,7 @@ def train_standalone(space, arch, data, epochs, batch_size, seed, lr=0.05):
     res = space.resolution(arch) if space.searchable_resolution else None
 
     def at_res(x):  # the data come at the largest resolution: resized as the supernet does
-        return x if res is None else F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+        return x if res is None else to_resolution(x, res)
 
     x, y = data.train.tensors
     x = at_res(x)
@@ -122,16 +130,25 @@ def profile_here(db: Path, n: int, space_name: str, seed: int = 7):
         return store.dataset(space_name)
 
 
-def fit_predictor(space, path, d, seed=0):
-    """The MLP on latencies measured on this machine (shipped data describe another)."""
-    from hwnas.predictors import create_predictor, regression_metrics, split_rows
+def predictor_file(work: Path, args: dict, space) -> Path:
+    """Where a run of this benchmark saved its predictor (``args``: the run's arguments)."""
+    return work / f"{space.name}_here_{args.get('predictor_model', 'mlp')}.hwp"
+
+
+def fit_predictor(space, path, d, model="mlp", encoding=None, seed=0):
+    """Predictor ``model`` (with feature ``encoding``, None: the model's default) on latencies
+    measured on this machine (shipped data describe another)."""
+    from hwnas.predictors import create_predictor, predictor_class, regression_metrics, split_rows
 
     archs = [space.parse(a) for a in d.archs]
     tr, te = split_rows(len(archs), 0.2, seed)
-    p = create_predictor("mlp", space=space, seed=seed)
+    kw = {"seed": seed} if "seed" in predictor_class(model).param_names() else {}
+    if encoding is not None:
+        kw["encoding"] = encoding
+    p = create_predictor(model, space=space, **kw)
     p.fit([archs[i] for i in tr], d.latency_ms[tr])
     metrics = regression_metrics(d.latency_ms[te], p.predict([archs[i] for i in te]))
-    p = create_predictor("mlp", space=space, seed=seed).fit(archs, d.latency_ms)  # final: all rows
+    p = create_predictor(model, space=space, **kw).fit(archs, d.latency_ms)  # final: all rows
     p.fingerprint, p.device_id = d.fingerprint, d.device_id  # the data's device and canary reference
     p.save(path)
     return p, metrics, d.latency_ms
@@ -167,8 +184,19 @@ def main(argv=None):
                     help="independent latency measurements of each final arch (their median is reported)")
     ap.add_argument("--penalty", default="logcost")
     ap.add_argument("--profile-archs", type=int, default=250, help="archs profiled here for the predictor")
+    ap.add_argument("--predictor-model", default="mlp", help="predictor fitted on them (any 'hwnas predict' model)")
+    ap.add_argument("--predictor-encoding", default=None,
+                    help="its feature encoding (default: the model's); fbnetv2_cpu's one-hot block has ~4000 columns, "
+                         "'factorized+totals' ~100")
     ap.add_argument("--out", default=str(RESULTS / "search"))
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run in --out.json up to --seeds seeds, with its settings, profiled data, "
+                         "predictor and budget (its work folder must still be on this machine); "
+                         "a setting given must equal the run's")
     args = ap.parse_args(argv)
+    out_json = Path(args.out).with_suffix(".json")
+    # settings from the run first: the space, threads and the rest are the run's
+    resumed = resume_state(out_json, args, vars(ap.parse_args([]))) if args.resume else None
 
     import torch
 
@@ -176,33 +204,49 @@ def main(argv=None):
     from hwnas.data import load_dataset
     from hwnas.search import SearchConfig, create_strategy, run_search
     space = bench_space(args.space)
-    work = Path(tempfile.mkdtemp(prefix="hwnas_search_bench_"))
-    pred_path = work / f"{space.name}_here_mlp.hwp"
     t0 = time.perf_counter()
-    data_here = profile_here(work / "latency.db", args.profile_archs, space.name)
-    predictor, pmetrics, lat = fit_predictor(space, pred_path, data_here)
-    from hwnas.profiling.contention import gamma_of
-    from hwnas.profiling.fingerprint import device_name
+    if resumed is not None:
+        work, rows, pmetrics, profiled, budget, elapsed = resumed
+        pred_path = predictor_file(work, vars(args), space)
+        from hwnas.predictors import load_predictor
 
-    profiled = {"archs": len(data_here), "device": device_name(data_here.fingerprint),
-                "reference_ms": data_here.fingerprint["canary"]["reference_ms"],
-                "gamma": gamma_of(data_here.fingerprint.get("canary")), "wall_s": time.perf_counter() - t0}
-    budget = float(np.quantile(lat, args.budget_quantile))
+        predictor = load_predictor(pred_path, space=space, force=True)
+        print(f"resuming {out_json}: {len(rows)} runs done, work folder {work}, budget {budget:.4f} ms", flush=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="hwnas_search_bench_"))
+        rows, elapsed = [], 0.0
+        pred_path = predictor_file(work, vars(args), space)
+        data_here = profile_here(work / "latency.db", args.profile_archs, space.name)
+        predictor, pmetrics, lat = fit_predictor(space, pred_path, data_here, args.predictor_model,
+                                                 args.predictor_encoding)
+        from hwnas.profiling.contention import gamma_of
+        from hwnas.profiling.fingerprint import device_name
+
+        profiled = {"archs": len(data_here), "device": device_name(data_here.fingerprint),
+                    "reference_ms": data_here.fingerprint["canary"]["reference_ms"],
+                    "gamma": gamma_of(data_here.fingerprint.get("canary")), "wall_s": time.perf_counter() - t0}
+        budget = float(np.quantile(lat, args.budget_quantile))
     print(f"predictor: {pmetrics}  budget {budget:.4f} ms ({time.perf_counter() - t0:.1f}s)", flush=True)
     data_res = max(space.resolutions) if space.searchable_resolution else space.default_resolution
     data = load_dataset("digits", data_res, seed=0, limit=args.limit, test_fraction=args.test_fraction)
     k0 = create_strategy("fpnas", space).num_samples()
 
-    rows = []
-    out_json = Path(args.out).with_suffix(".json")
+    done = {(r["seed"], r["label"]): r for r in rows}
     for seed in range(args.seeds):
         plan = [("fpnas", "fpnas", None), ("parsec@K0", "parsec", k0), ("parsec@Kmean", "parsec", "mean"),
                 ("parsec@2", "parsec", 2), ("random@K0", "random", k0)]
-        k_mean = None
+        fp_done = done.get((seed, "fpnas"))
+        k_mean = None if fp_done is None else fp_done["archs_sampled"] / fp_done["search_steps"]
         for label, strategy, k in plan:
+            if (seed, label) in done:
+                continue
             if k == "mean":
                 k = max(1, int(round(k_mean)))
             t = time.perf_counter()
+            run_dir = work / f"{label}_{seed}"
+            if run_dir.exists():  # a run that an interrupted part started and did not record: redone whole,
+                print(f"{run_dir} was interrupted: searching it again", flush=True)  # for its wall time
+                shutil.rmtree(run_dir)
             cfg = SearchConfig(space=space.name, strategy=strategy, dataset="digits", epochs=args.epochs,
                                warmup_epochs=args.warmup, seed=seed, latency_budget_ms=budget,
                                predictor=str(pred_path), samples_per_step=k or k0,
@@ -211,7 +255,7 @@ def main(argv=None):
                                batch_size=args.batch, val_batch_size=args.batch, limit=args.limit,
                                test_fraction=args.test_fraction, threads=args.threads, train_paths=0,
                                weight_estimator="importance", arch_lr=args.arch_lr, reward="loss",
-                               out=str(work / f"{label}_{seed}"))
+                               out=str(run_dir))
             res = run_search(cfg)
             if label == "fpnas":
                 k_mean = res.archs_sampled / res.search_steps
@@ -229,10 +273,41 @@ def main(argv=None):
                   f"supernet {res.supernet_val_acc:.3f} test {test_acc:.3f} pred {res.predicted_latency_ms:.4f} "
                   f"meas {meas:.4f} budget {budget:.4f}  ({time.perf_counter() - t:.0f}s) {res.arch}", flush=True)
             out_json.write_text(json.dumps({"args": vars(args), "k0": k0, "predictor_metrics": pmetrics,
-                                            "profiled": profiled,
+                                            "profiled": profiled, "work": str(work),
+                                            "elapsed_s": elapsed + time.perf_counter() - t0,
                                             "budget_ms": budget, "runs": rows}, indent=2, default=float))
-    write_md(Path(args.out).with_suffix(".md"), args, space, k0, pmetrics, budget, rows, time.perf_counter() - t0,
-             profiled)
+    write_md(Path(args.out).with_suffix(".md"), args, space, k0, pmetrics, budget, rows,
+             elapsed + time.perf_counter() - t0, profiled)
+
+
+#: arguments a resumed run may change: how many seeds, and the flag itself
+RESUMABLE = ("seeds", "resume")
+
+
+def resume_state(out_json: Path, args, defaults: dict):
+    """(work folder, runs, predictor metrics, profiled, budget, elapsed s) of the run in
+    ``out_json``; ``args`` takes the run's settings (a setting the run predates: its default).
+    A resumed run must measure what the first part measured: a setting given that differs
+    from the run's is an error, and its predictor and profiled data, which describe the
+    machine that profiled them, must still be on this machine (its work folder)."""
+    if not out_json.is_file():
+        raise SystemExit(f"error: --resume needs {out_json} (a run of this benchmark); it is not there")
+    prev = json.loads(out_json.read_text())
+    ours = {k: v for k, v in vars(args).items() if k not in RESUMABLE}
+    theirs = {k: prev["args"].get(k, defaults[k]) for k in ours}
+    differ = sorted(k for k, v in ours.items() if v != defaults[k] and v != theirs[k])
+    if differ:
+        raise SystemExit("error: --resume with other settings than the run's: " + ", ".join(
+            f"--{k.replace('_', '-')} {ours[k]!r} (run: {theirs[k]!r})" for k in differ))
+    for k, v in theirs.items():
+        setattr(args, k, v)
+    work = Path(prev.get("work") or Path(prev["runs"][0]["out"]).parent)
+    if not (work / "latency.db").is_file():
+        raise SystemExit(f"error: the run's work folder {work} (its profiled data and predictor) is not on this "
+                         "machine; a resumed run must use them: start a new run instead")
+    # ``elapsed_s`` since resumable runs; before, the runs' own wall times are a lower bound
+    elapsed = prev.get("elapsed_s") or sum(r["wall_time_s"] for r in prev["runs"])
+    return work, prev["runs"], prev["predictor_metrics"], prev["profiled"], prev["budget_ms"], elapsed
 
 
 def write_md(path, args, space, k0, pmetrics, budget, rows, total_s, profiled):
@@ -249,7 +324,8 @@ def write_md(path, args, space, k0, pmetrics, budget, rows, total_s, profiled):
         f"{max(r['load_avg'] for r in rows):.1f}, about 1 of it this benchmark; wall times are ratios of runs "
         "taken side by side, interleaved per seed).",
         "",
-        f"Settings, the same for every run: seeds 0..{args.seeds - 1}; {args.epochs} epochs ({args.warmup} warm-up); "
+        f"Settings, the same for every run: seeds {min(r['seed'] for r in rows)}..{max(r['seed'] for r in rows)}; "
+        f"{args.epochs} epochs ({args.warmup} warm-up); "
         f"digits, {args.limit} images for train + val (80/20), plus a fixed held-out **test** split of "
         f"{args.test_fraction:.0%} of digits that no reward or training step sees; the final arch trained stand-alone "
         f"for {args.standalone_epochs or args.epochs} epochs; batch {args.batch}; PARSEC's "
@@ -261,7 +337,9 @@ def write_md(path, args, space, k0, pmetrics, budget, rows, total_s, profiled):
         "search epochs. **Caps the settings put on the saving:** FP-NAS's K cannot fall below 1, so against "
         f"PARSEC at K0 = {k0} it samples at most {1 - 1 / k0:.0%} fewer archs.",
         "",
-        f"Predictor: MLP trained on {profiled['archs']} archs that the benchmark profiled at its start on this "
+        f"Predictor: `{args.predictor_model}`"
+        + (f" (encoding `{args.predictor_encoding}`)" if args.predictor_encoding else "")
+        + f" trained on {profiled['archs']} archs that the benchmark profiled at its start on this "
         f"machine (`{profiled['device']}`, {profiled['wall_s']:.0f} s with the fit; canary reference {profiled['reference_ms']:.4f} "
         f"ms, state constant {profiled['gamma']:.2f}); held-out (20%): " + ", ".join(f"{k} {v:.3g}" for k, v in pmetrics.items()) + ". Measured latency: "
         f"the dataset's canary protocol, {args.repeats} sessions, median of {args.measurements} measurements.",

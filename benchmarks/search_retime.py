@@ -42,21 +42,23 @@ def main(argv=None):
     from hwnas.profiling.onnx_graph import arch_to_onnx
     from hwnas.profiling.protocol import measure_like_data
     from hwnas.profiling.store import LatencyStore
-    from hwnas.space import get_space
+    from search_bench import bench_space, predictor_file
 
     run = json.loads(a.run.read_text())
     work = Path(run["runs"][0]["out"]).parent
-    space = get_space("tiny")
-    fp = load_predictor(work / "tiny_here_mlp.hwp", space=space, force=True).fingerprint
+    space = bench_space(run["args"].get("space", "tiny"))
+    fp = load_predictor(predictor_file(work, run["args"], space), space=space, force=True).fingerprint
     with LatencyStore(work / "latency.db") as store:
-        data = store.dataset("tiny")
+        data = store.dataset(space.name)
     stored = {str(arch): float(ms) for arch, ms in zip(data.archs, data.latency_ms)}
     rng = np.random.default_rng(a.seed)
     sample = [str(x) for x in rng.choice(sorted(stored), size=min(a.stored, len(stored)), replace=False)]
     finals = [(r["seed"], r["label"], r["arch"], r["predicted_latency_ms"], r["measured_ms"]) for r in run["runs"]]
 
     def now(arch):
-        m = measure_like_data(arch_to_onnx(space, arch).SerializeToString(), "tiny", 32, fp, sessions=3)
+        parsed = space.parse(arch)
+        m = measure_like_data(arch_to_onnx(space, parsed).SerializeToString(), space.name, space.resolution(parsed), fp,
+                              sessions=3)
         return m.latency_ms, m.speed_factor
 
     t0 = time.time()
